@@ -1,0 +1,3 @@
+"""MaskGIT image inpainting on PyTorch Lightning + Hydra."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,96 @@
+"""Datasets: image folders, (image, mask) pairs for inpainting, cached token grids."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import Tensor
+from torch.utils.data import Dataset
+
+from maskgit.data.images import list_images, load_image
+from maskgit.data.masks import MaskSource
+
+
+class ImageFolderDataset(Dataset):
+    """Images of a folder as [3,S,S] tensors in [0,1]; optional random horizontal flips.
+
+    With ``masks`` every image also gets a mask (freshly drawn when the source is unseeded:
+    inpainting-shaped training masks).
+    """
+
+    def __init__(
+        self,
+        root: str | Path,
+        image_size: int,
+        flip: bool = False,
+        resize: bool = True,
+        masks: MaskSource | None = None,
+    ) -> None:
+        self.root = Path(root)
+        self.files = list_images(self.root)
+        self.image_size = image_size
+        self.flip = flip
+        self.resize = resize
+        self.masks = masks
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, index: int) -> dict[str, Tensor | int]:
+        image = load_image(self.files[index], self.image_size, self.resize)
+        if self.flip and torch.rand(()) < 0.5:
+            image = image.flip(-1)
+        item: dict[str, Tensor | int] = {"image": image, "index": index}
+        if self.masks is not None:
+            item["mask"] = self.masks.mask(index, self.files[index].stem, self.image_size)
+        return item
+
+
+class InpaintingDataset(Dataset):
+    """(image, pixel mask) pairs; mask 1 = known pixel, 0 = missing."""
+
+    def __init__(
+        self,
+        root: str | Path,
+        masks: MaskSource,
+        image_size: int,
+        limit: int | None = None,
+        resize: bool = True,
+    ) -> None:
+        self.root = Path(root)
+        files = list_images(self.root)
+        masks.check_pairs([p.stem for p in files])
+        self.files = files[:limit] if limit else files
+        self.masks = masks
+        self.image_size = image_size
+        self.resize = resize
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, index: int) -> dict[str, Tensor | int | str]:
+        path = self.files[index]
+        image = load_image(path, self.image_size, self.resize)
+        mask = self.masks.mask(index, path.stem, self.image_size)
+        return {"image": image, "mask": mask, "index": index, "name": path.stem}
+
+
+class TokenDataset(Dataset):
+    """Cached token grids [M, V, h, w] (V views: image, flipped image), one view per draw."""
+
+    def __init__(self, tokens: Tensor, masks: MaskSource | None = None, image_size: int = 64):
+        self.tokens = tokens
+        self.masks = masks
+        self.image_size = image_size
+
+    def __len__(self) -> int:
+        return self.tokens.shape[0]
+
+    def __getitem__(self, index: int) -> dict[str, Tensor | int]:
+        views = self.tokens[index]
+        view = int(torch.randint(views.shape[0], ())) if views.shape[0] > 1 else 0
+        item: dict[str, Tensor | int] = {"tokens": views[view].long(), "index": index}
+        if self.masks is not None:
+            item["mask"] = self.masks.mask(index, str(index), self.image_size)
+        return item

@@ -1,0 +1,89 @@
+"""Encode a training set once with the frozen tokenizer and reuse the token grids.
+
+The cache file name holds a fingerprint of the tokenizer's weights and of the image list,
+so retraining the tokenizer or changing the data builds a new cache instead of reusing a
+stale one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from pathlib import Path
+
+import torch
+from rich.progress import track
+from torch import Tensor
+from torch.utils.data import DataLoader
+
+from maskgit.data.datasets import ImageFolderDataset
+from maskgit.models.vqgan import VQGAN
+
+log = logging.getLogger(__name__)
+
+
+def tokenizer_fingerprint(tokenizer: VQGAN) -> str:
+    digest = hashlib.sha1()
+    for name, tensor in tokenizer.state_dict().items():
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+    for buffer in (tokenizer.pixel_mean, tokenizer.pixel_std):
+        digest.update(buffer.cpu().numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+def dataset_fingerprint(dataset: ImageFolderDataset) -> str:
+    digest = hashlib.sha1(f"{dataset.image_size}".encode())
+    for path in dataset.files:
+        stat = path.stat()
+        digest.update(f"{path.name}:{stat.st_size}:{stat.st_mtime_ns}".encode())
+    return digest.hexdigest()[:16]
+
+
+def cache_path(cache_dir: str | Path, tokenizer: VQGAN, dataset: ImageFolderDataset) -> Path:
+    name = f"tokens-{tokenizer_fingerprint(tokenizer)}-{dataset_fingerprint(dataset)}.pt"
+    return Path(cache_dir) / name
+
+
+@torch.inference_mode()
+def encode_dataset(
+    tokenizer: VQGAN,
+    dataset: ImageFolderDataset,
+    batch_size: int = 64,
+    num_workers: int = 0,
+    with_flips: bool = True,
+) -> Tensor:
+    """Token grids [M, V, h, w] (int16); V = 2 (image, horizontal flip) with flips."""
+    was_training = tokenizer.training
+    tokenizer.eval()
+    device = tokenizer.pixel_mean.device
+    loader = DataLoader(dataset, batch_size=batch_size, num_workers=num_workers, shuffle=False)
+    grids = []
+    for batch in track(loader, description="Encoding tokens", transient=True):
+        images = batch["image"].to(device)
+        views = [images, images.flip(-1)] if with_flips else [images]
+        grids.append(torch.stack([tokenizer.tokenize(v) for v in views], 1).short().cpu())
+    tokenizer.train(was_training)
+    return torch.cat(grids)
+
+
+def load_or_build(
+    tokenizer: VQGAN,
+    dataset: ImageFolderDataset,
+    cache_dir: str | Path,
+    batch_size: int = 64,
+    num_workers: int = 0,
+) -> Tensor:
+    if dataset.flip is False and dataset.masks is None:
+        log.debug("token cache: dataset without flips; caching flips anyway")
+    path = cache_path(cache_dir, tokenizer, dataset)
+    if path.exists():
+        log.info("token cache: using %s", path)
+        return torch.load(path, weights_only=True)
+    log.info("token cache: encoding %d images into %s", len(dataset), path)
+    tokens = encode_dataset(tokenizer, dataset, batch_size, num_workers)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    torch.save(tokens, tmp)
+    tmp.replace(path)
+    return tokens

@@ -1,0 +1,5 @@
+from maskgit.models.attention import MultiHeadSelfAttention
+from maskgit.models.transformer import BidirectionalTransformer
+from maskgit.models.vqgan import VQGAN
+
+__all__ = ["VQGAN", "BidirectionalTransformer", "MultiHeadSelfAttention"]

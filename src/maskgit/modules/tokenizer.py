@@ -1,0 +1,196 @@
+"""Stage 1: training the VQGAN tokenizer."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from omegaconf import DictConfig, OmegaConf
+from torch import Tensor, nn
+from torchmetrics import MetricCollection
+from torchmetrics.image import PeakSignalNoiseRatio, StructuralSimilarityIndexMeasure
+
+from maskgit.callbacks.images import log_image_grid
+from maskgit.metrics.codebook import CodebookUsage
+from maskgit.models.vqgan import VQGAN
+
+
+def plain_config(config: Any) -> Any:
+    """DictConfig -> plain containers, so checkpoints hold no OmegaConf objects."""
+    if isinstance(config, DictConfig):
+        return OmegaConf.to_container(config, resolve=True)
+    return config
+
+
+class PatchDiscriminator(nn.Module):
+    """PatchGAN discriminator (pix2pix): a grid of real/fake logits over image patches."""
+
+    def __init__(self, image_channels: int = 3, channels: int = 64, n_layers: int = 3) -> None:
+        super().__init__()
+        layers: list[nn.Module] = [
+            nn.Conv2d(image_channels, channels, 4, 2, 1),
+            nn.LeakyReLU(0.2, True),
+        ]
+        mult = 1
+        for n in range(1, n_layers + 1):
+            prev, mult = mult, min(2**n, 8)
+            stride = 2 if n < n_layers else 1
+            layers += [
+                nn.Conv2d(channels * prev, channels * mult, 4, stride, 1, bias=False),
+                nn.BatchNorm2d(channels * mult),
+                nn.LeakyReLU(0.2, True),
+            ]
+        layers.append(nn.Conv2d(channels * mult, 1, 4, 1, 1))
+        self.model = nn.Sequential(*layers)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.model(x)
+
+
+class VQGANModule(L.LightningModule):
+    """Reconstruction (L1 + L2) + codebook/commitment losses, optional hinge patch-GAN.
+
+    Logs reconstruction PSNR/SSIM, codebook usage and perplexity, and image grids.
+    Dead codes (unused for ``restart_every`` steps) are moved onto current encoder outputs.
+    """
+
+    def __init__(
+        self,
+        vqgan: dict,
+        lr: float = 2e-4,
+        betas: tuple[float, float] = (0.5, 0.9),
+        weight_decay: float = 0.0,
+        l1_weight: float = 1.0,
+        l2_weight: float = 1.0,
+        quant_weight: float = 1.0,
+        restart_every: int = 200,
+        gan_weight: float = 0.0,
+        gan_start_step: int = 2000,
+        num_log_images: int = 8,
+    ) -> None:
+        super().__init__()
+        vqgan = plain_config(vqgan)
+        self.save_hyperparameters({"vqgan": vqgan}, logger=False)
+        self.save_hyperparameters(ignore=["vqgan"])
+        self.vqgan = VQGAN(**vqgan)
+        self.use_gan = gan_weight > 0
+        self.discriminator = PatchDiscriminator() if self.use_gan else None
+        # Two optimizers (generator, discriminator) need manual optimization.
+        self.automatic_optimization = not self.use_gan
+        num_codes = self.vqgan.num_codebook_vectors
+        self.register_buffer("code_hits", torch.zeros(num_codes, dtype=torch.long), persistent=False)
+        self.val_metrics = MetricCollection(
+            {
+                "psnr": PeakSignalNoiseRatio(data_range=1.0),
+                "ssim": StructuralSimilarityIndexMeasure(data_range=1.0),
+            },
+            prefix="val/",
+        )
+        self.val_usage = CodebookUsage(num_codes)
+        self._val_images: Tensor | None = None
+
+    def forward(self, images: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Images in [0,1] -> (reconstruction in [0,1], indices, quant loss)."""
+        recon, indices, quant_loss = self.vqgan(self.vqgan.normalize(images))
+        return self.vqgan.denormalize(recon), indices, quant_loss
+
+    def _reconstruction_loss(self, recon: Tensor, target: Tensor) -> Tensor:
+        loss = self.hparams.l1_weight * F.l1_loss(recon, target)
+        return loss + self.hparams.l2_weight * F.mse_loss(recon, target)
+
+    def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor | None:
+        target = self.vqgan.normalize(batch["image"])
+        latents = self.vqgan.encode_latents(target)
+        z_q, indices, quant_loss = self.vqgan.codebook(latents)
+        recon = self.vqgan.decode(z_q)
+        rec_loss = self._reconstruction_loss(recon, target)
+        loss = rec_loss + self.hparams.quant_weight * quant_loss
+        self.log_dict(
+            {"train/rec_loss": rec_loss, "train/quant_loss": quant_loss},
+            prog_bar=True, on_step=True, on_epoch=False,
+        )  # fmt: skip
+        if self.use_gan:
+            self._gan_step(loss, recon, target)
+        self._track_codes(indices, latents)
+        if self.use_gan:
+            return None
+        self.log("train/loss", loss, on_step=True, on_epoch=False)
+        return loss
+
+    def _gan_step(self, vq_loss: Tensor, recon: Tensor, target: Tensor) -> None:
+        opt_g, opt_d = self.optimizers()
+        active = self.global_step >= self.hparams.gan_start_step
+        g_loss = vq_loss
+        if active:
+            g_adv = -self.discriminator(recon).mean()
+            g_loss = g_loss + self.hparams.gan_weight * g_adv
+            self.log("train/g_adv", g_adv, on_step=True)
+        opt_g.zero_grad()
+        self.manual_backward(g_loss)
+        self.clip_gradients(opt_g, gradient_clip_val=1.0, gradient_clip_algorithm="norm")
+        opt_g.step()
+        if active:
+            d_real = self.discriminator(target.detach())
+            d_fake = self.discriminator(recon.detach())
+            d_loss = 0.5 * (F.relu(1 - d_real).mean() + F.relu(1 + d_fake).mean())
+            opt_d.zero_grad()
+            self.manual_backward(d_loss)
+            opt_d.step()
+            self.log("train/d_loss", d_loss, on_step=True)
+
+    @torch.no_grad()
+    def _track_codes(self, indices: Tensor, latents: Tensor) -> None:
+        every = self.hparams.restart_every
+        if not every:
+            return
+        self.code_hits += torch.bincount(indices.flatten(), minlength=self.code_hits.numel())
+        if (self.global_step + 1) % every:
+            return
+        hits = self.trainer.strategy.reduce(self.code_hits.clone(), reduce_op="sum")
+        dead = hits == 0
+        codebook = self.vqgan.codebook
+        flat = latents.permute(0, 2, 3, 1).reshape(-1, latents.shape[1])
+        if codebook.l2_normalize:
+            flat = F.normalize(flat, dim=1)
+        codebook.restart_codes(dead, flat)
+        # Every process must hold the same codebook: take rank 0's.
+        weight = self.trainer.strategy.broadcast(codebook.embedding.weight.data, src=0)
+        codebook.embedding.weight.data.copy_(weight)
+        self.log("train/dead_codes", dead.sum().float(), on_step=True)
+        self.code_hits.zero_()
+
+    def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
+        images = batch["image"]
+        recon, indices, _ = self(images)
+        recon = recon.clamp(0, 1)
+        self.val_metrics.update(recon, images)
+        self.val_usage.update(indices)
+        self.log("val/rec_l1", F.l1_loss(recon, images), on_epoch=True, sync_dist=True)
+        if batch_idx == 0:
+            n = self.hparams.num_log_images
+            self._val_images = torch.stack([images[:n], recon[:n]])
+
+    def on_validation_epoch_end(self) -> None:
+        self.log_dict(self.val_metrics.compute(), prog_bar=True)
+        self.val_metrics.reset()
+        usage = self.val_usage.compute()
+        self.log_dict({"val/codebook_usage": usage["usage"], "val/perplexity": usage["perplexity"]})
+        self.val_usage.reset()
+        if self._val_images is not None:
+            log_image_grid(self.trainer, "val/reconstructions", list(self._val_images))
+            self._val_images = None
+
+    def configure_optimizers(self):
+        generator_params = list(self.vqgan.parameters())
+        opt_g = torch.optim.AdamW(
+            generator_params, lr=self.hparams.lr, betas=tuple(self.hparams.betas),
+            weight_decay=self.hparams.weight_decay,
+        )  # fmt: skip
+        if not self.use_gan:
+            return opt_g
+        opt_d = torch.optim.AdamW(
+            self.discriminator.parameters(), lr=self.hparams.lr, betas=tuple(self.hparams.betas)
+        )
+        return [opt_g, opt_d]
