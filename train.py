@@ -1,7 +1,7 @@
 """Train a tokenizer (``experiment=tokenizer``) or a MaskGIT transformer (default).
 
-    python train.py trainer.devices=4 mask=cosine
-    python train.py experiment=tokenizer_cats
+python train.py trainer.devices=4 mask=cosine
+python train.py experiment=tokenizer_cats
 """
 
 import os
@@ -9,10 +9,10 @@ from pathlib import Path
 
 os.environ.setdefault("PROJECT_ROOT", str(Path(__file__).resolve().parent))
 
-import hydra  # noqa: E402
-from omegaconf import DictConfig  # noqa: E402
+import hydra
+from omegaconf import DictConfig
 
-from maskgit.training import train  # noqa: E402
+from maskgit.training import train
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")

@@ -72,4 +72,6 @@ def get_schedule(name: str) -> Schedule:
     try:
         return SCHEDULES[name]
     except KeyError:
-        raise ValueError(f"unknown schedule {name!r}; expected one of {sorted(SCHEDULES)}") from None
+        raise ValueError(
+            f"unknown schedule {name!r}; expected one of {sorted(SCHEDULES)}"
+        ) from None

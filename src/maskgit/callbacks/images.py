@@ -10,7 +10,9 @@ from torch import Tensor
 from torchvision.utils import make_grid, save_image
 
 
-def log_image_grid(trainer: L.Trainer, key: str, rows: list[Tensor], nrow: int | None = None) -> None:
+def log_image_grid(
+    trainer: L.Trainer, key: str, rows: list[Tensor], nrow: int | None = None
+) -> None:
     """Log images [B,3,H,W] in [0,1], one row per tensor of ``rows`` (rank 0 only)."""
     if not trainer.is_global_zero or not rows:
         return

@@ -120,7 +120,9 @@ class InpaintingDataModule(L.LightningDataModule):
             else:
                 self.train_set = images
         if stage in ("fit", "validate") and self.val_set is None:
-            self.val_set = InpaintingDataset(hp.val_dir, self.val_masks, hp.image_size, hp.val_limit)
+            self.val_set = InpaintingDataset(
+                hp.val_dir, self.val_masks, hp.image_size, hp.val_limit
+            )
         if stage in ("test", "predict") and self.test_set is None:
             root = hp.test_dir or hp.val_dir
             self.test_set = InpaintingDataset(root, self.test_masks, hp.image_size, hp.test_limit)

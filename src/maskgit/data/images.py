@@ -44,7 +44,9 @@ def _fit(image: Image.Image, size: int, path: Path, resize: bool, resample: int)
     if image.size == (size, size):
         return image
     if not resize:
-        raise ImageFileError(f"{path}: image is {image.size[0]}x{image.size[1]}, expected {size}x{size}")
+        raise ImageFileError(
+            f"{path}: image is {image.size[0]}x{image.size[1]}, expected {size}x{size}"
+        )
     # Resize the short side, then center-crop: keeps the aspect ratio of non-square photos.
     w, h = image.size
     scale = size / min(w, h)

@@ -99,7 +99,12 @@ class GeneratedMasks(MaskSource):
             side = rng.integers(4)
             half = size // 2
             last = size - 1
-            halves = [(0, 0, half - 1, last), (half, 0, last, last), (0, 0, last, half - 1), (0, half, last, last)]
+            halves = [
+                (0, 0, half - 1, last),
+                (half, 0, last, last),
+                (0, 0, last, half - 1),
+                (0, half, last, last),
+            ]
             draw.rectangle(halves[side], fill=255)
         elif kind == "center":
             side = round(size * math.sqrt(target))

@@ -22,10 +22,13 @@ class EncoderBlock(nn.Module):
         num_heads: int,
         dropout: float,
         attn_dropout: float,
+        proj_dropout: float,
         attn_impl: AttentionImpl,
     ) -> None:
         super().__init__()
-        self.Attention = MultiHeadSelfAttention(dim, num_heads, attn_dropout, 0.0, attn_impl)
+        self.Attention = MultiHeadSelfAttention(
+            dim, num_heads, attn_dropout, proj_dropout, attn_impl
+        )
         self.LayerNorm1 = nn.LayerNorm(dim, eps=1e-12)
         self.MLP = nn.Sequential(
             nn.Linear(dim, hidden_dim),
@@ -52,6 +55,7 @@ class BidirectionalTransformer(nn.Module):
         num_heads: int = 16,
         dropout: float = 0.1,
         attn_dropout: float = 0.1,
+        proj_dropout: float = 0.0,
         attn_impl: AttentionImpl = "sdpa",
     ) -> None:
         super().__init__()
@@ -59,10 +63,14 @@ class BidirectionalTransformer(nn.Module):
         self.num_codebook_vectors = num_codebook_vectors
         self.mask_token_id = num_codebook_vectors
         self.tok_emb = nn.Embedding(num_codebook_vectors + 1, dim)
-        self.pos_emb = nn.Parameter(nn.init.trunc_normal_(torch.zeros(num_image_tokens, dim), 0.0, 0.02))
+        self.pos_emb = nn.Parameter(
+            nn.init.trunc_normal_(torch.zeros(num_image_tokens, dim), 0.0, 0.02)
+        )
         self.blocks = nn.Sequential(
             *[
-                EncoderBlock(dim, hidden_dim, num_heads, dropout, attn_dropout, attn_impl)
+                EncoderBlock(
+                    dim, hidden_dim, num_heads, dropout, attn_dropout, proj_dropout, attn_impl
+                )
                 for _ in range(n_layers)
             ]
         )

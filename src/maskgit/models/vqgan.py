@@ -189,9 +189,7 @@ class Codebook(nn.Module):
             z = F.normalize(z, dim=-1)
         flat = z.view(-1, z.shape[-1])
         codes = self.codes()
-        distances = (
-            flat.pow(2).sum(1, keepdim=True) + codes.pow(2).sum(1) - 2 * flat @ codes.t()
-        )
+        distances = flat.pow(2).sum(1, keepdim=True) + codes.pow(2).sum(1) - 2 * flat @ codes.t()
         indices = distances.argmin(dim=1)
         z_q = F.embedding(indices, codes).view(z.shape)
         # Codebook term pulls codes to the encoder outputs; commitment term (beta) the reverse.

@@ -80,7 +80,9 @@ class VQGANModule(L.LightningModule):
         # Two optimizers (generator, discriminator) need manual optimization.
         self.automatic_optimization = not self.use_gan
         num_codes = self.vqgan.num_codebook_vectors
-        self.register_buffer("code_hits", torch.zeros(num_codes, dtype=torch.long), persistent=False)
+        self.register_buffer(
+            "code_hits", torch.zeros(num_codes, dtype=torch.long), persistent=False
+        )
         self.val_metrics = MetricCollection(
             {
                 "psnr": PeakSignalNoiseRatio(data_range=1.0),

@@ -1,0 +1,169 @@
+"""Loading and saving checkpoints: ours (Lightning and compact) and the lab's raw state_dicts.
+
+Every failure names the file and what does not fit: missing, unexpected and mis-shaped keys,
+a truncated file, a checkpoint of the other stage, a tokenizer that cannot be found.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from maskgit.models.vqgan import VQGAN
+
+# The lab's per-channel normalisation of its training images (its tokenizer expects it).
+LAB_PIXEL_MEAN = (0.4816, 0.4324, 0.3845)
+LAB_PIXEL_STD = (0.2602, 0.2518, 0.2537)
+
+TOKENIZER_FORMAT = "maskgit.tokenizer"
+MASKGIT_FORMAT = "maskgit.maskgit"
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint that cannot be used, with what does not fit."""
+
+
+def read_checkpoint(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {str(path)!r} does not exist")
+    try:
+        data = torch.load(path, map_location="cpu", weights_only=False)
+    except (RuntimeError, EOFError, pickle.UnpicklingError, ValueError, OSError) as error:
+        raise CheckpointError(
+            f"{path}: cannot be read as a PyTorch checkpoint (truncated or not a checkpoint): "
+            f"{error}"
+        ) from error
+    if not isinstance(data, Mapping):
+        raise CheckpointError(f"{path}: expected a dict checkpoint, got {type(data).__name__}")
+    return dict(data)
+
+
+def describe_mismatch(expected: Mapping[str, Tensor], given: Mapping[str, Tensor]) -> str | None:
+    """Missing / unexpected / mis-shaped keys between two state_dicts, or None if they fit."""
+    missing = [k for k in expected if k not in given]
+    unexpected = [k for k in given if k not in expected]
+    misshaped = [
+        f"{k}: expected {tuple(expected[k].shape)}, got {tuple(given[k].shape)}"
+        for k in expected
+        if k in given and tuple(expected[k].shape) != tuple(given[k].shape)
+    ]
+    if not (missing or unexpected or misshaped):
+        return None
+    lines = []
+    for label, items in (
+        ("missing", missing),
+        ("unexpected", unexpected),
+        ("mis-shaped", misshaped),
+    ):
+        if items:
+            shown = "\n    ".join(items[:10])
+            more = f"\n    ... and {len(items) - 10} more" if len(items) > 10 else ""
+            lines.append(f"  {len(items)} {label} key(s):\n    {shown}{more}")
+    return "\n".join(lines)
+
+
+def load_state_dict_strict(
+    module: nn.Module, state_dict: Mapping[str, Tensor], source: str
+) -> None:
+    problem = describe_mismatch(module.state_dict(), state_dict)
+    if problem:
+        raise CheckpointError(
+            f"{source}: does not fit {type(module).__name__} of this configuration:\n{problem}"
+        )
+    module.load_state_dict({k: v.float() for k, v in state_dict.items()}, strict=True)
+
+
+def _strip_prefix(state_dict: Mapping[str, Tensor], prefix: str) -> dict[str, Tensor]:
+    return {k[len(prefix) :]: v for k, v in state_dict.items() if k.startswith(prefix)}
+
+
+def is_lab_vqgan(state_dict: Mapping[str, Any]) -> bool:
+    return "codebook.embedding.weight" in state_dict and "encoder.model.0.weight" in state_dict
+
+
+def is_lab_transformer(state_dict: Mapping[str, Any]) -> bool:
+    return "tok_emb.weight" in state_dict and "pos_emb" in state_dict
+
+
+def load_tokenizer(path: str | Path, config: Mapping[str, Any] | None = None) -> VQGAN:
+    """A frozen-ready VQGAN from any of: our compact file, a stage-1 Lightning checkpoint,
+    or the lab's raw state_dict (lab architecture and normalisation unless ``config``)."""
+    data = read_checkpoint(path)
+    if data.get("format") == MASKGIT_FORMAT or "transformer" in data.get("hyper_parameters", {}):
+        raise CheckpointError(f"{path}: is a MaskGIT (stage 2) checkpoint, expected a tokenizer")
+    if data.get("format") == TOKENIZER_FORMAT:
+        config, state_dict = data["config"], data["state_dict"]
+    elif "state_dict" in data and "vqgan" in data.get("hyper_parameters", {}):
+        config = data["hyper_parameters"]["vqgan"]
+        state_dict = _strip_prefix(data["state_dict"], "vqgan.")
+    elif is_lab_vqgan(data):
+        config = dict(config or {"pixel_mean": LAB_PIXEL_MEAN, "pixel_std": LAB_PIXEL_STD})
+        state_dict = data
+    else:
+        keys = list(data)[:8]
+        raise CheckpointError(
+            f"{path}: not a tokenizer checkpoint (expected our format, a stage-1 Lightning "
+            f"checkpoint or the lab's VQGAN state_dict with 'encoder.model.*'); top-level keys: {keys}"
+        )
+    vqgan = VQGAN(**dict(config))
+    load_state_dict_strict(vqgan, state_dict, str(path))
+    return vqgan
+
+
+def tokenizer_config(vqgan: VQGAN, source_config: Mapping[str, Any]) -> dict[str, Any]:
+    config = dict(source_config)
+    config["pixel_mean"] = vqgan.pixel_mean.flatten().tolist()
+    config["pixel_std"] = vqgan.pixel_std.flatten().tolist()
+    return config
+
+
+def save_atomic(obj: Any, path: str | Path) -> None:
+    """torch.save through a temporary file: a kill while saving leaves the old file intact."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def half_state_dict(module: nn.Module, dtype: torch.dtype = torch.float16) -> dict[str, Tensor]:
+    return {
+        k: v.detach().to(dtype) if v.is_floating_point() else v.detach()
+        for k, v in module.state_dict().items()
+    }
+
+
+def export_tokenizer(checkpoint: str | Path, out: str | Path) -> Path:
+    """A stage-1 checkpoint -> compact fp16 tokenizer file (config + weights)."""
+    data = read_checkpoint(checkpoint)
+    config = data.get("hyper_parameters", {}).get("vqgan") or data.get("config")
+    vqgan = load_tokenizer(checkpoint)
+    save_atomic(
+        {"format": TOKENIZER_FORMAT, "config": tokenizer_config(vqgan, config or {}),
+         "state_dict": half_state_dict(vqgan)},
+        out,
+    )  # fmt: skip
+    return Path(out)
+
+
+def resolve_path(path: str | Path, *bases: Path) -> Path | None:
+    """``path`` as given, else relative to each of ``bases``; None when nowhere."""
+    path = Path(path)
+    if path.is_file():
+        return path
+    if not path.is_absolute():
+        for base in bases:
+            candidate = base / path
+            if candidate.is_file():
+                return candidate
+    root = os.environ.get("PROJECT_ROOT")
+    if root and (Path(root) / "checkpoints" / path.name).is_file():
+        return Path(root) / "checkpoints" / path.name
+    return None

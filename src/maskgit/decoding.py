@@ -1,0 +1,200 @@
+"""Iterative decoding (MaskGIT, Chang et al. 2022) for inpainting.
+
+The missing tokens start as ``[MASK]``; known tokens never change. At step t = 1..T every
+masked token is predicted, and the n_t = floor(gamma(t/T) * n_missing) least confident of
+them are masked again (confidence = log-probability of the chosen token + Gumbel noise
+scaled by ``choice_temperature * (1 - t/T)``). ``sweet_spot`` stops after that many steps,
+filling the remaining masks with the last prediction.
+
+Random numbers come from a counter-based hash of (seed, image key, step, position): an
+image decodes the same whether it is alone, in a batch, or on another DDP rank.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Literal
+
+import torch
+from torch import Tensor
+
+from maskgit.schedules import Schedule
+
+LogitsAt = Callable[[Tensor, Tensor], Tensor]
+"""(tokens [B,N], where [B,N] bool) -> logits [M,K] at the True positions (row-major)."""
+
+_MASK32 = 0xFFFFFFFF
+
+
+def _hash32(x: Tensor) -> Tensor:
+    """lowbias32 integer hash on int64 tensors holding 32-bit values."""
+    x = x & _MASK32
+    x = x ^ (x >> 16)
+    x = (x * 0x7FEB352D) & _MASK32
+    x = x ^ (x >> 15)
+    x = (x * 0x846CA68B) & _MASK32
+    return x ^ (x >> 16)
+
+
+def hash_uniform(
+    seed: int, keys: Tensor, step: int, stream: int, width: int, positions: Tensor | None = None
+) -> Tensor:
+    """Uniform(0,1) noise [M, width] that depends only on
+    (seed, key, step, stream, position, column): keys [M], positions [M] (default 0)."""
+    base = _hash32(torch.full_like(keys, seed & _MASK32) + 0x9E3779B9 * (stream + 1))
+    base = _hash32(base ^ _hash32(keys & _MASK32))
+    base = _hash32(base + step * 0x85EBCA6B)
+    if positions is not None:
+        base = _hash32(base ^ _hash32(positions + 0x165667B1))
+    columns = torch.arange(width, device=keys.device, dtype=torch.int64)
+    bits = _hash32(base.unsqueeze(1) ^ _hash32(columns + 0x27D4EB2F).unsqueeze(0))
+    return (bits.double() + 0.5) / 2**32
+
+
+def gumbel(uniform: Tensor) -> Tensor:
+    return -torch.log(-torch.log(uniform))
+
+
+@dataclass
+class DecodingSteps:
+    """Per-step states: token masks [B,N] (True = still masked) and tokens [B,N]."""
+
+    masks: list[Tensor] = field(default_factory=list)
+    tokens: list[Tensor] = field(default_factory=list)
+
+
+class IterativeDecoder:
+    """Settings of iterative decoding; calling it decodes a batch of token grids.
+
+    Args:
+        schedule: gamma(r), the share of the missing tokens still masked after step r*T.
+        total_iter: T, the number of steps the schedule is spread over.
+        sweet_spot: stop after this many steps (None: run all T).
+        choice_temperature: scale of the Gumbel noise added to the confidences.
+        temperature: softmax temperature of the token predictions.
+        sample: sample the predicted tokens (True) or take the argmax.
+        noise: "paper" anneals the noise as (1 - t/T); "lab" scales it by (1 - gamma(t/T)).
+        token_threshold: a token is missing where more than this share of its pixels is.
+        paste: paste the decoded image into the known pixels (False: raw VQGAN output).
+    """
+
+    def __init__(
+        self,
+        schedule: Schedule,
+        total_iter: int = 8,
+        sweet_spot: int | None = None,
+        choice_temperature: float = 4.5,
+        temperature: float = 1.0,
+        sample: bool = True,
+        noise: Literal["paper", "lab"] = "paper",
+        token_threshold: float = 0.0,
+        paste: bool = True,
+    ) -> None:
+        if total_iter < 1:
+            raise ValueError(f"total_iter must be >= 1, got {total_iter}")
+        if sweet_spot is not None and not 1 <= sweet_spot <= total_iter:
+            raise ValueError(
+                f"sweet_spot must be in [1, total_iter={total_iter}], got {sweet_spot}"
+            )
+        if noise not in ("paper", "lab"):
+            raise ValueError(f"noise must be 'paper' or 'lab', got {noise!r}")
+        if temperature <= 0:
+            raise ValueError(f"temperature must be > 0, got {temperature}")
+        self.schedule = schedule
+        self.total_iter = total_iter
+        self.sweet_spot = sweet_spot
+        self.choice_temperature = choice_temperature
+        self.temperature = temperature
+        self.sample = sample
+        self.noise = noise
+        self.token_threshold = token_threshold
+        self.paste = paste
+
+    @property
+    def num_steps(self) -> int:
+        return self.sweet_spot or self.total_iter
+
+    def masked_after(self, step: int, n_missing: Tensor) -> Tensor:
+        """floor(gamma(t/T) * n_missing) [B]: the schedule's count after ``step``."""
+        ratio = torch.tensor(step / self.total_iter, dtype=torch.float64)
+        gamma = self.schedule(ratio).to(torch.float64)
+        return torch.floor(gamma * n_missing.to(torch.float64) + 1e-9).long()
+
+    def _noise_scale(self, step: int) -> float:
+        ratio = step / self.total_iter
+        if self.noise == "lab":
+            gamma = float(self.schedule(torch.tensor(ratio, dtype=torch.float64)))
+            return self.choice_temperature * (1.0 - gamma)
+        return self.choice_temperature * (1.0 - ratio)
+
+    @torch.inference_mode()
+    def __call__(
+        self,
+        logits_at: LogitsAt,
+        tokens: Tensor,
+        token_mask: Tensor,
+        mask_token_id: int,
+        keys: Tensor | None = None,
+        seed: int = 0,
+        return_steps: bool = False,
+    ) -> tuple[Tensor, DecodingSteps | None]:
+        """Fill the masked tokens.
+
+        Args:
+            logits_at: the model, predicting only where asked (``BidirectionalTransformer.logits_at``).
+            tokens: [B,N] token ids of the image (values under the mask are ignored).
+            token_mask: [B,N] bool, True = missing.
+            keys: [B] int ids of the images (dataset indices) that key the random numbers.
+        Returns:
+            tokens [B,N] with every missing token filled, and the per-step states if asked.
+        """
+        batch, num = tokens.shape
+        device = tokens.device
+        keys = torch.arange(batch, device=device) if keys is None else keys.to(device).long()
+        n_missing = token_mask.sum(1)
+        unknown = token_mask.clone()
+        current = tokens.masked_fill(unknown, mask_token_id)
+        steps = DecodingSteps() if return_steps else None
+        if steps is not None:
+            steps.masks.append(unknown.clone())
+            steps.tokens.append(current.clone())
+        last = self.num_steps
+        for step in range(1, last + 1):
+            if not unknown.any():
+                break
+            logits = logits_at(current, unknown).float() / self.temperature  # [M,K]
+            log_probs = torch.log_softmax(logits, dim=-1)
+            if self.sample:  # Gumbel-max: a categorical sample from the hashed noise
+                rows, cols = unknown.nonzero().unbind(1)
+                u = hash_uniform(seed, keys[rows], step, 0, logits.shape[-1], cols)
+                chosen = (log_probs + gumbel(u).to(log_probs.dtype)).argmax(-1)
+            else:
+                chosen = log_probs.argmax(-1)
+            confidence = torch.full((batch, num), float("inf"), device=device)
+            confidence[unknown] = log_probs.gather(1, chosen[:, None]).squeeze(1)
+            sampled = current.clone()
+            sampled[unknown] = chosen
+
+            if step == last:
+                n_mask = torch.zeros_like(n_missing)
+            else:
+                # At least one token is revealed each step, and one stays for the next.
+                n_unknown = unknown.sum(1)
+                n_mask = self.masked_after(step, n_missing).to(device)
+                n_mask = torch.minimum(n_mask, n_unknown - 1).clamp_min(0)
+                n_mask = torch.where(n_unknown > 1, n_mask.clamp_min(1), n_mask)
+            scale = self._noise_scale(step)
+            if scale > 0:
+                noise = gumbel(hash_uniform(seed, keys, step, 1, num)).float()
+                confidence = confidence + scale * noise
+            # Re-mask the n_mask least confident of the still-unknown tokens.
+            order = confidence.argsort(dim=1)
+            rank = torch.empty_like(order)
+            rank.scatter_(1, order, torch.arange(num, device=device).expand(batch, num))
+            unknown = rank < n_mask.unsqueeze(1)
+            current = sampled.masked_fill(unknown, mask_token_id)
+            if steps is not None:
+                steps.masks.append(unknown.clone())
+                steps.tokens.append(current.clone())
+        return current, steps

@@ -1,0 +1,232 @@
+"""The body of evaluate.py: inpaint a test set with one method, write images and metrics.
+
+Runs as ``Trainer.test`` of :class:`InpaintingEvaluator`, so devices, DDP and the progress
+bar are Lightning's. Results are written atomically; a rerun into the same output folder
+(``resume``) reuses the images already written and inpaints only the missing ones.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import hydra
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import RichProgressBar
+from omegaconf import DictConfig, OmegaConf
+from torch import Tensor
+from torch.utils.data import DataLoader
+from torchvision.utils import make_grid
+
+from maskgit.baselines import Inpainter
+from maskgit.callbacks.inpainting_fid import masked_input
+from maskgit.data.datamodules import InpaintingDataModule
+from maskgit.data.datasets import ImageFolderDataset
+from maskgit.data.images import load_image, save_image
+from maskgit.metrics.fid import WEIGHTS_HINT, BucketedFID, build_fid
+from maskgit.metrics.inpainting import NUM_BUCKETS, InpaintingQuality, area_bucket, bucket_name
+
+log = logging.getLogger(__name__)
+
+
+def image_path(output_dir: Path, index: int) -> Path:
+    return output_dir / "inpainted" / f"image_{index:03d}.png"
+
+
+def write_json(data: dict[str, Any], path: Path) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=False))
+    os.replace(tmp, path)
+
+
+class InpaintingEvaluator(L.LightningModule):
+    """Test loop: inpaint, write ``inpainted/image_{i:03d}.png`` and step grids, score.
+
+    Dataloader 0 gives (image, mask) pairs; an optional dataloader 1 gives the reference
+    images for FID's real side (default: the test images themselves).
+    """
+
+    def __init__(
+        self,
+        method: Inpainter,
+        output_dir: str | Path,
+        fid: BucketedFID | None,
+        seed: int = 0,
+        num_step_grids: int = 4,
+        resume: bool = True,
+        reference_is_test_set: bool = True,
+    ) -> None:
+        super().__init__()
+        self.method = method
+        self.output_dir = Path(output_dir)
+        self.fid = fid
+        self.quality = InpaintingQuality()
+        self.seed = seed
+        self.num_step_grids = num_step_grids
+        self.resume = resume
+        self.reference_is_test_set = reference_is_test_set
+        self.inpaint_seconds = 0.0
+        self.num_inpainted = 0
+        self.num_reused = 0
+        self.results: dict[str, Any] = {}
+
+    def test_step(self, batch: dict[str, Tensor], batch_idx: int, dataloader_idx: int = 0) -> None:
+        if dataloader_idx == 1:  # reference images for FID
+            if self.fid is not None:
+                self.fid.update(batch["image"], real=True)
+            return
+        images, pixel_mask, keys = batch["image"], batch["mask"], batch["index"]
+        paths = [image_path(self.output_dir, int(i)) for i in keys]
+        done = torch.tensor([self.resume and p.is_file() for p in paths], device=images.device)
+        output = images.clone()
+        if done.any():
+            for row in done.nonzero().flatten().tolist():
+                output[row] = load_image(paths[row], images.shape[-1]).to(images.device)
+            self.num_reused += int(done.sum())
+        todo = (~done).nonzero().flatten()
+        if todo.numel():
+            want_steps = bool((keys[todo] < self.num_step_grids).any())
+            if images.is_cuda:
+                torch.cuda.synchronize()
+            start = time.perf_counter()
+            result = self.method(images[todo], pixel_mask[todo], keys[todo], self.seed, want_steps)
+            if images.is_cuda:
+                torch.cuda.synchronize()
+            self.inpaint_seconds += time.perf_counter() - start
+            self.num_inpainted += todo.numel()
+            # Scored as written (8-bit): a resumed run scores reused images identically.
+            output[todo] = result.images.float().clamp(0, 1).mul(255).round().div(255)
+            for row in todo.tolist():
+                save_image(output[row], paths[row])
+            if want_steps and result.step_images is not None:
+                self._write_step_grids(result, images[todo], pixel_mask[todo], keys[todo])
+        if self.fid is not None:
+            if self.reference_is_test_set:
+                self.fid.update(images, real=True)
+            self.fid.update(output, real=False, groups=area_bucket(pixel_mask))
+        self.quality.update(output, images, pixel_mask)
+
+    def _write_step_grids(self, result, images: Tensor, pixel_mask: Tensor, keys: Tensor) -> None:
+        """One PNG per image: top row the latent mask per step, bottom row the prediction."""
+        size = images.shape[-1]
+        for row, key in enumerate(keys.tolist()):
+            if key >= self.num_step_grids:
+                continue
+            masks = [
+                m[row].float().unsqueeze(0).unsqueeze(0).expand(1, 3, -1, -1)
+                for m in result.step_masks
+            ]
+            masks = [
+                1.0 - torch.nn.functional.interpolate(m, size=size, mode="nearest")[0]
+                for m in masks
+            ]
+            predicted = [s[row] for s in result.step_images]
+            first = [masked_input(images[row : row + 1], pixel_mask[row : row + 1])[0]]
+            tiles = [*first, *masks, images[row], *predicted, result.images[row].float()]
+            grid = make_grid(
+                torch.stack(tiles).cpu(), nrow=len(masks) + 1, padding=2, pad_value=1.0
+            )
+            save_image(grid, self.output_dir / "steps" / f"image_{key:03d}.png")
+
+    def on_test_epoch_end(self) -> None:
+        metrics: dict[str, Any] = dict(self.quality.compute())
+        buckets: dict[str, Any] = self.quality.compute_buckets()
+        if self.fid is not None:
+            metrics["fid"] = float(self.fid.compute())
+            for bucket, value in self.fid.compute_groups().items():
+                buckets.setdefault(bucket_name(bucket), {})["fid"] = value
+        seconds = self.trainer.strategy.reduce(
+            torch.tensor(self.inpaint_seconds, device=self.device), reduce_op="max"
+        )
+        count = self.trainer.strategy.reduce(
+            torch.tensor(float(self.num_inpainted), device=self.device), reduce_op="sum"
+        )
+        metrics["images_per_second"] = float(count / seconds) if seconds > 0 else None
+        metrics["num_inpainted"] = int(count)
+        metrics["num_reused"] = self.num_reused
+        order = [bucket_name(b) for b in range(NUM_BUCKETS)]
+        self.results = {
+            "metrics": metrics,
+            "buckets": {name: buckets[name] for name in order if name in buckets},
+        }
+
+
+def reference_loader(reference_dir: str, image_size: int, batch_size: int) -> DataLoader:
+    return DataLoader(ImageFolderDataset(reference_dir, image_size), batch_size=batch_size)
+
+
+def evaluate(cfg: DictConfig) -> float | None:
+    L.seed_everything(cfg.seed, workers=True)
+    output_dir = Path(cfg.output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+
+    datamodule: InpaintingDataModule = hydra.utils.instantiate(cfg.data)
+    datamodule.setup("test")
+    loaders = [datamodule.test_dataloader()]
+    if cfg.get("reference_dir"):
+        loaders.append(
+            reference_loader(
+                cfg.reference_dir, datamodule.hparams.image_size, datamodule.hparams.eval_batch_size
+            )
+        )
+
+    method: Inpainter = hydra.utils.instantiate(cfg.method)
+    fid = None
+    if cfg.metrics.fid.enabled:
+        fid = build_fid(
+            cfg.metrics.fid.weights_path, cfg.metrics.fid.feature, required=cfg.metrics.fid.required
+        )
+    evaluator = InpaintingEvaluator(
+        method=method,
+        output_dir=output_dir,
+        fid=fid,
+        seed=cfg.seed,
+        num_step_grids=cfg.num_step_grids,
+        resume=cfg.resume,
+        reference_is_test_set=len(loaders) == 1,
+    )
+    trainer: L.Trainer = hydra.utils.instantiate(
+        cfg.trainer,
+        logger=False,
+        callbacks=[RichProgressBar()],
+        enable_checkpointing=False,
+        enable_model_summary=False,
+    )
+    trainer.test(evaluator, dataloaders=loaders, verbose=False)
+
+    results = evaluator.results
+    results["method"] = getattr(method, "name", type(method).__name__)
+    results["overrides"] = list(cfg.get("overrides", []))
+    if fid is None:
+        results["metrics"]["fid"] = None
+        results["fid_note"] = WEIGHTS_HINT
+    results["config"] = OmegaConf.to_container(cfg, resolve=True)
+    if trainer.is_global_zero:
+        write_json(results, output_dir / "metrics.json")
+        print_summary(results, output_dir)
+    return results["metrics"].get("fid")
+
+
+def print_summary(results: dict[str, Any], output_dir: Path) -> None:
+    metrics = results["metrics"]
+
+    def show(value: Any, digits: int = 3) -> str:
+        return "n/a" if value is None else f"{value:.{digits}f}"
+
+    lines = [
+        f"method: {results['method']}",
+        f"FID: {show(metrics.get('fid'))}"
+        + ("" if metrics.get("fid") is not None else f"  ({WEIGHTS_HINT})"),
+        f"masked PSNR: {show(metrics.get('psnr'), 2)} dB   masked SSIM: {show(metrics.get('ssim'))}",
+        f"images/s: {show(metrics.get('images_per_second'), 1)}   "
+        f"inpainted: {metrics['num_inpainted']}   reused: {metrics['num_reused']}",
+        f"inpainted images: {output_dir / 'inpainted'}",
+        f"step grids:       {output_dir / 'steps'}",
+        f"metrics:          {output_dir / 'metrics.json'}",
+    ]
+    log.info("\n".join(lines))

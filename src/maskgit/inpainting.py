@@ -1,0 +1,72 @@
+"""(image, pixel mask) -> inpainted image: tokenize, decode the missing tokens, detokenize.
+
+The one path used by evaluate.py, the validation callback and the speed benchmark.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from maskgit.decoding import IterativeDecoder
+from maskgit.masking import pixel_to_token_mask
+from maskgit.models.transformer import BidirectionalTransformer
+from maskgit.models.vqgan import VQGAN
+
+
+@dataclass
+class InpaintResult:
+    """images: [B,3,H,W] in [0,1]; step_masks / step_images: per decoding step (step 0 =
+    the input), token masks [B,h,w] (True = masked) and decoded images, when asked for."""
+
+    images: Tensor
+    tokens: Tensor
+    token_mask: Tensor
+    step_masks: list[Tensor] | None = None
+    step_images: list[Tensor] | None = None
+
+
+def paste(known: Tensor, generated: Tensor, pixel_mask: Tensor) -> Tensor:
+    """Known pixels from ``known``, missing ones (mask 0) from ``generated``."""
+    return pixel_mask * known + (1.0 - pixel_mask) * generated
+
+
+@torch.inference_mode()
+def inpaint(
+    tokenizer: VQGAN,
+    transformer: BidirectionalTransformer,
+    decoder: IterativeDecoder,
+    images: Tensor,
+    pixel_mask: Tensor,
+    keys: Tensor | None = None,
+    seed: int = 0,
+    return_steps: bool = False,
+) -> InpaintResult:
+    """Inpaint ``images`` [B,3,H,W] in [0,1] where ``pixel_mask`` [B,1,H,W] is 0."""
+    tokens = tokenizer.tokenize(images)
+    grid = tokens.shape[-1]
+    token_mask = pixel_to_token_mask(pixel_mask, grid, decoder.token_threshold)
+    filled, steps = decoder(
+        transformer.logits_at,
+        tokens.flatten(1),
+        token_mask.flatten(1),
+        transformer.mask_token_id,
+        keys=keys,
+        seed=seed,
+        return_steps=return_steps,
+    )
+    filled = filled.view_as(tokens)
+    decoded = tokenizer.detokenize(filled)
+    output = paste(images, decoded, pixel_mask) if decoder.paste else decoded
+    result = InpaintResult(images=output, tokens=filled, token_mask=token_mask)
+    if steps is not None:
+        result.step_masks = [m.view_as(tokens) for m in steps.masks]
+        # A still-masked token has no image: show the input's token there, decoded.
+        step_images = []
+        for masked, step_tokens in zip(steps.masks, steps.tokens):
+            shown = torch.where(masked, tokens.flatten(1), step_tokens).view_as(tokens)
+            step_images.append(tokenizer.detokenize(shown))
+        result.step_images = step_images
+    return result

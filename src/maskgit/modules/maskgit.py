@@ -1,0 +1,356 @@
+"""Stage 2: masked visual token modelling (MVTM) over a frozen VQGAN tokenizer."""
+
+from __future__ import annotations
+
+import logging
+import math
+from pathlib import Path
+from typing import Any
+
+import hydra
+import lightning as L
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from maskgit.checkpoints import (
+    MASKGIT_FORMAT,
+    TOKENIZER_FORMAT,
+    CheckpointError,
+    half_state_dict,
+    is_lab_transformer,
+    load_state_dict_strict,
+    load_tokenizer,
+    read_checkpoint,
+    resolve_path,
+    save_atomic,
+)
+from maskgit.data.token_cache import tokenizer_fingerprint
+from maskgit.decoding import IterativeDecoder
+from maskgit.inpainting import InpaintResult, inpaint
+from maskgit.masking import pixel_to_token_mask, random_token_mask
+from maskgit.models.transformer import BidirectionalTransformer
+from maskgit.models.vqgan import VQGAN
+from maskgit.modules.tokenizer import plain_config
+from maskgit.schedules import Schedule, get_schedule
+
+log = logging.getLogger(__name__)
+
+
+class NonFiniteLossError(RuntimeError):
+    """The training loss became NaN or infinite."""
+
+
+class TokenizerNotFoundError(FileNotFoundError):
+    """The frozen tokenizer a MaskGIT checkpoint was trained over cannot be found."""
+
+
+def mvtm_loss(logits: Tensor, targets: Tensor, label_smoothing: float = 0.0) -> Tensor:
+    """Cross-entropy over the K codebook classes at the masked positions.
+
+    logits [M,K] (class axis last, rows = masked tokens), targets [M] in [0,K).
+    """
+    return F.cross_entropy(logits, targets, label_smoothing=label_smoothing)
+
+
+def build_schedule(config: Any) -> Schedule:
+    if isinstance(config, str):
+        return get_schedule(config)
+    return hydra.utils.instantiate(config)
+
+
+class MaskGitModule(L.LightningModule):
+    """MaskGIT transformer over a frozen tokenizer (loaded from ``tokenizer_ckpt``).
+
+    Checkpoints hold the transformer only, plus the tokenizer's path and fingerprint; loading
+    one finds that tokenizer again (or fails naming it) and refuses a different one.
+    """
+
+    def __init__(
+        self,
+        tokenizer_ckpt: str,
+        transformer: dict,
+        mask_schedule: Any = "cosine",
+        decoding: dict | None = None,
+        inpaint_mask_fraction: float = 0.0,
+        label_smoothing: float = 0.0,
+        lr: float = 1e-4,
+        betas: tuple[float, float] = (0.9, 0.95),
+        weight_decay: float = 0.01,
+        warmup_steps: int = 1000,
+        min_lr_ratio: float = 0.1,
+        lr_decay_steps: int | None = None,
+        skip_nonfinite: bool = False,
+        compile: bool = False,
+    ) -> None:
+        super().__init__()
+        transformer = plain_config(transformer)
+        mask_schedule = plain_config(mask_schedule)
+        decoding = plain_config(decoding)
+        self.save_hyperparameters()
+        path = resolve_path(tokenizer_ckpt)
+        if path is None:
+            raise TokenizerNotFoundError(
+                f"tokenizer checkpoint {tokenizer_ckpt!r} not found; train one with "
+                "`python train.py experiment=tokenizer` or set tokenizer_ckpt=<path>"
+            )
+        self.tokenizer = load_tokenizer(path).eval().requires_grad_(False)
+        self.transformer = BidirectionalTransformer(**transformer)
+        if self.transformer.num_codebook_vectors != self.tokenizer.num_codebook_vectors:
+            raise ValueError(
+                f"transformer.num_codebook_vectors={self.transformer.num_codebook_vectors} but the "
+                f"tokenizer {path} has {self.tokenizer.num_codebook_vectors} codes"
+            )
+        self.tokenizer_fingerprint = tokenizer_fingerprint(self.tokenizer)
+        self.mask_schedule = build_schedule(mask_schedule)
+        self.decoder: IterativeDecoder | None = (
+            hydra.utils.instantiate(decoding) if decoding else None
+        )
+        if compile:
+            self.transformer.compile()
+
+    # The tokenizer stays frozen in eval mode whatever the trainer does.
+    def train(self, mode: bool = True) -> MaskGitModule:
+        super().train(mode)
+        self.tokenizer.eval()
+        return self
+
+    @property
+    def mask_token_id(self) -> int:
+        return self.transformer.mask_token_id
+
+    @property
+    def token_grid(self) -> int:
+        return math.isqrt(self.transformer.num_image_tokens)
+
+    def tokens_of(self, batch: dict[str, Tensor]) -> Tensor:
+        """[B,N] token ids: cached ones when the batch has them, else encoded now."""
+        if "tokens" in batch:
+            return batch["tokens"].flatten(1).long()
+        return self.tokenizer.tokenize(batch["image"]).flatten(1)
+
+    def training_token_mask(
+        self, tokens: Tensor, pixel_mask: Tensor | None, generator: torch.Generator | None = None
+    ) -> Tensor:
+        """[B,N] True = masked: MVTM random masks, or inpainting-shaped ones for a share."""
+        batch, num = tokens.shape
+        mask = random_token_mask(batch, num, self.mask_schedule, generator).to(tokens.device)
+        fraction = self.hparams.inpaint_mask_fraction
+        if pixel_mask is None or fraction <= 0:
+            return mask
+        shaped = pixel_to_token_mask(pixel_mask, self.token_grid).flatten(1)
+        use = torch.rand(batch, generator=generator).to(tokens.device) < fraction
+        use &= shaped.any(1)  # a hole-free mask gives no loss; keep the random one
+        return torch.where(use[:, None], shaped, mask)
+
+    def mvtm_step(self, tokens: Tensor, token_mask: Tensor) -> tuple[Tensor, Tensor]:
+        """Loss and masked-token accuracy for one batch of token grids."""
+        inputs = tokens.masked_fill(token_mask, self.mask_token_id)
+        logits = self.transformer.logits_at(inputs, token_mask)
+        targets = tokens[token_mask]
+        loss = mvtm_loss(logits, targets, self.hparams.label_smoothing)
+        accuracy = (logits.argmax(-1) == targets).float().mean()
+        return loss, accuracy
+
+    def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor | None:
+        tokens = self.tokens_of(batch)
+        token_mask = self.training_token_mask(tokens, batch.get("mask"))
+        loss, accuracy = self.mvtm_step(tokens, token_mask)
+        if not torch.isfinite(loss):
+            message = (
+                f"non-finite training loss ({loss.item()}) at step {self.global_step} "
+                f"(epoch {self.current_epoch}, batch {batch_idx})"
+            )
+            if self.hparams.skip_nonfinite:
+                log.warning("%s: batch skipped", message)
+                return None
+            raise NonFiniteLossError(
+                f"{message}; the run stops and its last saved checkpoint is kept. "
+                "Lower model.lr, or set model.skip_nonfinite=true to skip such batches."
+            )
+        self.log_dict(
+            {"train/loss": loss, "train/masked_acc": accuracy},
+            prog_bar=True, on_step=True, on_epoch=False, batch_size=tokens.shape[0],
+        )  # fmt: skip
+        return loss
+
+    def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
+        tokens = self.tokens_of(batch)
+        # Fixed masks per batch: validation losses of different epochs compare.
+        generator = torch.Generator().manual_seed(batch_idx)
+        token_mask = self.training_token_mask(tokens, batch.get("mask"), generator)
+        loss, accuracy = self.mvtm_step(tokens, token_mask)
+        self.log_dict(
+            {"val/loss": loss, "val/masked_acc": accuracy},
+            prog_bar=True, on_epoch=True, sync_dist=True, batch_size=tokens.shape[0],
+        )  # fmt: skip
+
+    def inpaint(
+        self,
+        images: Tensor,
+        pixel_mask: Tensor,
+        keys: Tensor | None = None,
+        decoder: IterativeDecoder | None = None,
+        seed: int = 0,
+        return_steps: bool = False,
+    ) -> InpaintResult:
+        decoder = decoder or self.decoder
+        if decoder is None:
+            raise ValueError(
+                "no decoding settings: pass decoder= or build the module with decoding="
+            )
+        return inpaint(
+            self.tokenizer, self.transformer, decoder, images, pixel_mask, keys, seed, return_steps
+        )
+
+    def configure_optimizers(self):
+        # Weight decay on linear weights only: not on embeddings, biases or norms.
+        decay, no_decay = [], []
+        for module in self.transformer.modules():
+            for name, param in module.named_parameters(recurse=False):
+                is_linear_weight = isinstance(module, torch.nn.Linear) and name == "weight"
+                (decay if is_linear_weight else no_decay).append(param)
+        optimizer = torch.optim.AdamW(
+            [
+                {"params": decay, "weight_decay": self.hparams.weight_decay},
+                {"params": no_decay, "weight_decay": 0.0},
+            ],
+            lr=self.hparams.lr,
+            betas=tuple(self.hparams.betas),
+        )
+        total = self.hparams.lr_decay_steps or int(self.trainer.estimated_stepping_batches)
+        warmup = max(1, self.hparams.warmup_steps)
+        floor = self.hparams.min_lr_ratio
+
+        def lr_factor(step: int) -> float:
+            if step < warmup:
+                return (step + 1) / warmup
+            progress = min(1.0, (step - warmup) / max(1, total - warmup))
+            return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))
+
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor)
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "interval": "step"},
+        }
+
+    # --- checkpoints: the frozen tokenizer is referenced, not copied ---------------------
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        state = checkpoint["state_dict"]
+        for key in [k for k in state if k.startswith("tokenizer.")]:
+            del state[key]
+        checkpoint["tokenizer"] = {
+            "path": str(self.hparams.tokenizer_ckpt),
+            "fingerprint": self.tokenizer_fingerprint,
+        }
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        expected = checkpoint.get("tokenizer", {}).get("fingerprint")
+        if expected and expected != self.tokenizer_fingerprint:
+            raise ValueError(
+                f"this checkpoint was trained over tokenizer {checkpoint['tokenizer']['path']!r} "
+                f"(fingerprint {expected}); the one loaded ({self.hparams.tokenizer_ckpt!r}) is "
+                f"{self.tokenizer_fingerprint}: its tokens would mean something else"
+            )
+        for key, value in self.tokenizer.state_dict().items():
+            checkpoint["state_dict"].setdefault(f"tokenizer.{key}", value)
+
+
+# The lab's transformer configuration (its checkpoints hold no config).
+LAB_TRANSFORMER = {
+    "num_image_tokens": 256,
+    "num_codebook_vectors": 1024,
+    "dim": 768,
+    "n_layers": 15,
+    "hidden_dim": 1536,
+    "num_heads": 16,
+}
+
+
+def _read_maskgit(path: str | Path) -> tuple[dict, dict[str, Tensor], dict | None]:
+    """(hyper-parameters, transformer state_dict, recorded tokenizer) of any MaskGIT format."""
+    data = read_checkpoint(path)
+    hparams = data.get("hyper_parameters", {})
+    if data.get("format") == TOKENIZER_FORMAT or "vqgan" in hparams:
+        raise CheckpointError(f"{path}: is a tokenizer (stage 1) checkpoint, expected MaskGIT")
+    if is_lab_transformer(data):
+        return {"transformer": dict(LAB_TRANSFORMER)}, data, None
+    if data.get("format") == MASKGIT_FORMAT or ("state_dict" in data and "transformer" in hparams):
+        prefix = "transformer."
+        state = {k[len(prefix) :]: v for k, v in data["state_dict"].items() if k.startswith(prefix)}
+        return dict(hparams), state, data.get("tokenizer")
+    raise CheckpointError(
+        f"{path}: not a MaskGIT checkpoint (expected ours, a Lightning checkpoint of "
+        f"MaskGitModule, or the lab's transformer state_dict); top-level keys: {list(data)[:8]}"
+    )
+
+
+def _find_tokenizer(path: str | Path, recorded: dict | None, override: str | None) -> Path:
+    if override:
+        found = resolve_path(override)
+        if found is None:
+            raise TokenizerNotFoundError(f"tokenizer_ckpt={override!r} does not exist")
+        return found
+    if recorded is None:
+        raise TokenizerNotFoundError(
+            f"{path}: records no tokenizer (a lab checkpoint?); pass tokenizer_ckpt=<path>"
+        )
+    checkpoint_dir = Path(path).resolve().parent
+    found = resolve_path(recorded["path"], checkpoint_dir) or resolve_path(
+        Path(recorded["path"]).name, checkpoint_dir
+    )
+    if found is None:
+        raise TokenizerNotFoundError(
+            f"{path}: needs the tokenizer it was trained over, {recorded['path']!r} "
+            f"(fingerprint {recorded.get('fingerprint')}), which was not found (looked as given "
+            f"and beside the checkpoint); pass tokenizer_ckpt=<path>"
+        )
+    return found
+
+
+def load_maskgit(path: str | Path, tokenizer_ckpt: str | None = None) -> MaskGitModule:
+    """A ready MaskGitModule (eval mode) from our compact file, a Lightning checkpoint, or
+    the lab's transformer state_dict (with ``tokenizer_ckpt``)."""
+    hparams, state, recorded = _read_maskgit(path)
+    tokenizer_path = _find_tokenizer(path, recorded, tokenizer_ckpt)
+    hparams.update(tokenizer_ckpt=str(tokenizer_path), compile=False)
+    module = MaskGitModule(**hparams)
+    expected = (recorded or {}).get("fingerprint")
+    if expected and expected != module.tokenizer_fingerprint:
+        raise CheckpointError(
+            f"{path}: was trained over a tokenizer with fingerprint {expected}, but "
+            f"{tokenizer_path} has {module.tokenizer_fingerprint}: its tokens mean something else"
+        )
+    load_state_dict_strict(module.transformer, state, str(path))
+    return module.eval()
+
+
+def tokenizer_of(path: str | Path) -> VQGAN:
+    """The tokenizer a MaskGIT checkpoint uses (or the tokenizer file itself)."""
+    data = read_checkpoint(path)
+    if data.get("format") == TOKENIZER_FORMAT or "vqgan" in data.get("hyper_parameters", {}):
+        return load_tokenizer(path)
+    _, _, recorded = _read_maskgit(path)
+    return load_tokenizer(_find_tokenizer(path, recorded, None))
+
+
+def export_maskgit(checkpoint: str | Path, out: str | Path, tokenizer_file: str | Path) -> Path:
+    """A Lightning checkpoint -> compact fp16 file that records ``tokenizer_file`` by a path
+    relative to ``out`` (ship them side by side)."""
+    module = load_maskgit(checkpoint, str(tokenizer_file))
+    out = Path(out)
+    relative = Path(tokenizer_file).resolve().relative_to(out.resolve().parent)
+    hparams = {k: v for k, v in module.hparams.items() if k != "tokenizer_ckpt"}
+    hparams["tokenizer_ckpt"] = str(relative)
+    save_atomic(
+        {
+            "format": MASKGIT_FORMAT,
+            "hyper_parameters": hparams,
+            "state_dict": {
+                f"transformer.{k}": v for k, v in half_state_dict(module.transformer).items()
+            },
+            "tokenizer": {"path": str(relative), "fingerprint": module.tokenizer_fingerprint},
+        },
+        out,
+    )
+    return out
