@@ -101,7 +101,11 @@ def load_tokenizer(path: str | Path, config: Mapping[str, Any] | None = None) ->
     if data.get("format") == TOKENIZER_FORMAT:
         config, state_dict = data["config"], data["state_dict"]
     elif "state_dict" in data and "vqgan" in data.get("hyper_parameters", {}):
-        config = data["hyper_parameters"]["vqgan"]
+        config = config or data["hyper_parameters"]["vqgan"]
+        state_dict = _strip_prefix(data["state_dict"], "vqgan.")
+    elif "state_dict" in data and any(k.startswith("vqgan.") for k in data["state_dict"]):
+        if config is None:
+            raise CheckpointError(f"{path}: a stage-1 checkpoint without its config; pass config=")
         state_dict = _strip_prefix(data["state_dict"], "vqgan.")
     elif is_lab_vqgan(data):
         config = dict(config or {"pixel_mean": LAB_PIXEL_MEAN, "pixel_std": LAB_PIXEL_STD})
@@ -140,11 +144,13 @@ def half_state_dict(module: nn.Module, dtype: torch.dtype = torch.float16) -> di
     }
 
 
-def export_tokenizer(checkpoint: str | Path, out: str | Path) -> Path:
+def export_tokenizer(
+    checkpoint: str | Path, out: str | Path, config: Mapping[str, Any] | None = None
+) -> Path:
     """A stage-1 checkpoint -> compact fp16 tokenizer file (config + weights)."""
     data = read_checkpoint(checkpoint)
-    config = data.get("hyper_parameters", {}).get("vqgan") or data.get("config")
-    vqgan = load_tokenizer(checkpoint)
+    config = config or data.get("hyper_parameters", {}).get("vqgan") or data.get("config")
+    vqgan = load_tokenizer(checkpoint, config)
     save_atomic(
         {"format": TOKENIZER_FORMAT, "config": tokenizer_config(vqgan, config or {}),
          "state_dict": half_state_dict(vqgan)},

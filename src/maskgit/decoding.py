@@ -58,7 +58,8 @@ def gumbel(uniform: Tensor) -> Tensor:
 
 @dataclass
 class DecodingSteps:
-    """Per-step states: token masks [B,N] (True = still masked) and tokens [B,N]."""
+    """Per-step states: token masks [B,N] (True = still masked; the first is the input's)
+    and the model's full prediction [B,N] at each step (one fewer than the masks)."""
 
     masks: list[Tensor] = field(default_factory=list)
     tokens: list[Tensor] = field(default_factory=list)
@@ -158,7 +159,6 @@ class IterativeDecoder:
         steps = DecodingSteps() if return_steps else None
         if steps is not None:
             steps.masks.append(unknown.clone())
-            steps.tokens.append(current.clone())
         last = self.num_steps
         for step in range(1, last + 1):
             if not unknown.any():
@@ -196,5 +196,5 @@ class IterativeDecoder:
             current = sampled.masked_fill(unknown, mask_token_id)
             if steps is not None:
                 steps.masks.append(unknown.clone())
-                steps.tokens.append(current.clone())
+                steps.tokens.append(sampled)
         return current, steps

@@ -17,6 +17,7 @@ from typing import Any
 import hydra
 import lightning as L
 import torch
+import torch.nn.functional as F
 from lightning.pytorch.callbacks import RichProgressBar
 from omegaconf import DictConfig, OmegaConf
 from torch import Tensor
@@ -112,25 +113,18 @@ class InpaintingEvaluator(L.LightningModule):
         self.quality.update(output, images, pixel_mask)
 
     def _write_step_grids(self, result, images: Tensor, pixel_mask: Tensor, keys: Tensor) -> None:
-        """One PNG per image: top row the latent mask per step, bottom row the prediction."""
+        """One PNG per image. Top row: the latent mask (black = masked) of the input and after
+        each step. Bottom row: the masked input, then the predicted image of each step."""
         size = images.shape[-1]
         for row, key in enumerate(keys.tolist()):
             if key >= self.num_step_grids:
                 continue
-            masks = [
-                m[row].float().unsqueeze(0).unsqueeze(0).expand(1, 3, -1, -1)
-                for m in result.step_masks
-            ]
-            masks = [
-                1.0 - torch.nn.functional.interpolate(m, size=size, mode="nearest")[0]
-                for m in masks
-            ]
-            predicted = [s[row] for s in result.step_images]
-            first = [masked_input(images[row : row + 1], pixel_mask[row : row + 1])[0]]
-            tiles = [*first, *masks, images[row], *predicted, result.images[row].float()]
-            grid = make_grid(
-                torch.stack(tiles).cpu(), nrow=len(masks) + 1, padding=2, pad_value=1.0
-            )
+            masks = torch.stack([m[row] for m in result.step_masks]).float().unsqueeze(1)
+            masks = 1.0 - F.interpolate(masks, size=size, mode="nearest").expand(-1, 3, -1, -1)
+            shown = masked_input(images[row : row + 1], pixel_mask[row : row + 1])
+            predicted = torch.stack([s[row] for s in result.step_images])
+            tiles = torch.cat([masks.to(shown.device), shown, predicted.float()]).cpu()
+            grid = make_grid(tiles, nrow=masks.shape[0], padding=2, pad_value=1.0)
             save_image(grid, self.output_dir / "steps" / f"image_{key:03d}.png")
 
     def on_test_epoch_end(self) -> None:

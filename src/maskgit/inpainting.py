@@ -18,8 +18,9 @@ from maskgit.models.vqgan import VQGAN
 
 @dataclass
 class InpaintResult:
-    """images: [B,3,H,W] in [0,1]; step_masks / step_images: per decoding step (step 0 =
-    the input), token masks [B,h,w] (True = masked) and decoded images, when asked for."""
+    """images: [B,3,H,W] in [0,1]. When asked for: step_masks, the token masks [B,h,w]
+    (True = masked) of the input and after each step; step_images, the decoded prediction
+    [B,3,H,W] of each step."""
 
     images: Tensor
     tokens: Tensor
@@ -63,10 +64,8 @@ def inpaint(
     result = InpaintResult(images=output, tokens=filled, token_mask=token_mask)
     if steps is not None:
         result.step_masks = [m.view_as(tokens) for m in steps.masks]
-        # A still-masked token has no image: show the input's token there, decoded.
-        step_images = []
-        for masked, step_tokens in zip(steps.masks, steps.tokens):
-            shown = torch.where(masked, tokens.flatten(1), step_tokens).view_as(tokens)
-            step_images.append(tokenizer.detokenize(shown))
-        result.step_images = step_images
+        predictions = [tokenizer.detokenize(t.view_as(tokens)) for t in steps.tokens]
+        if decoder.paste:
+            predictions = [paste(images, p, pixel_mask) for p in predictions]
+        result.step_images = predictions
     return result

@@ -72,8 +72,7 @@ class VQGANModule(L.LightningModule):
     ) -> None:
         super().__init__()
         vqgan = plain_config(vqgan)
-        self.save_hyperparameters({"vqgan": vqgan}, logger=False)
-        self.save_hyperparameters(ignore=["vqgan"])
+        self.save_hyperparameters()  # the plain-dict vqgan config too: checkpoints rebuild it
         self.vqgan = VQGAN(**vqgan)
         self.use_gan = gan_weight > 0
         self.discriminator = PatchDiscriminator() if self.use_gan else None

@@ -1,0 +1,160 @@
+"""Inpainting quality benchmark: MaskGIT decoding settings against reference methods.
+
+    python benchmarks/quality.py                      # ../shared cat faces, all 1,000 val pairs
+    python benchmarks/quality.py --limit 300 --quick  # fewer images and settings
+
+Every run goes through evaluate.py's own code (InpaintingEvaluator under Trainer.test); the
+real images' Inception features are computed once and shared by all runs. Writes
+benchmarks/results/quality.{json,md}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import hydra
+import lightning as L
+import torch
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from omegaconf import open_dict
+
+from maskgit.evaluation import InpaintingEvaluator
+from maskgit.metrics.fid import build_fid
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results"
+os.environ.setdefault("PROJECT_ROOT", str(ROOT))
+
+
+def runs(quick: bool) -> list[tuple[str, list[str]]]:
+    """(label, evaluate.py overrides) of every run."""
+    schedules = ["cosine", "linear", "square"]
+    total_iters = [8, 20] if quick else [4, 8, 12, 20]
+    sweet_spots = [4] if quick else [2, 4, 6, 8]
+    specs = [("masked_input", ["method=masked_input"]), ("vqgan_recon", ["method=vqgan_recon"])]
+    specs += [(f"opencv_{a}", [f"method=opencv_{a}"]) for a in ("telea", "ns")]
+    for schedule in schedules:
+        for total in total_iters:
+            specs.append(
+                (f"maskgit {schedule} T={total}", [f"schedule={schedule}", f"total_iter={total}"])
+            )
+        for spot in sweet_spots:
+            specs.append(
+                (f"maskgit {schedule} T=12 sweet_spot={spot}",
+                 [f"schedule={schedule}", "total_iter=12", f"sweet_spot={spot}"])
+            )  # fmt: skip
+    specs.append(("maskgit lab-rule decoding T=8", ["decoding=lab", "total_iter=8"]))
+    return specs
+
+
+def compose_eval(overrides: list[str]):
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose(config_name="evaluate", overrides=overrides)
+    with open_dict(cfg):
+        cfg.output_dir = "unused"
+        cfg.overrides = overrides
+        cfg.paths.output_dir = "unused"
+    return cfg
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--data-root", default=str(ROOT.parent / "shared" / "data" / "cat_faces"))
+    parser.add_argument("--ckpt", default=str(ROOT / "checkpoints" / "maskgit_cats.pt"))
+    parser.add_argument("--limit", type=int, default=None, help="first N val pairs (default all)")
+    parser.add_argument("--quick", action="store_true", help="fewer decoding settings")
+    parser.add_argument("--batch-size", type=int, default=50)
+    args = parser.parse_args()
+
+    common = [f"data_root={args.data_root}", f"ckpt={args.ckpt}", "data.num_workers=0",
+              f"data.eval_batch_size={args.batch_size}", "resume=false"]  # fmt: skip
+    if args.limit:
+        common.append(f"data.test_limit={args.limit}")
+    base = compose_eval(common)
+    datamodule = hydra.utils.instantiate(base.data)
+    datamodule.setup("test")
+    loader = datamodule.test_dataloader()
+
+    fid = build_fid(base.metrics.fid.weights_path, required=True)
+    fid.reset_real_features = False  # real features once, shared by every run
+    for batch in loader:
+        fid.update(batch["image"], real=True)
+
+    table = []
+    for label, overrides in runs(args.quick):
+        cfg = compose_eval(common + overrides)
+        method = hydra.utils.instantiate(cfg.method)
+        fid.reset()
+        with tempfile.TemporaryDirectory() as output_dir:
+            evaluator = InpaintingEvaluator(
+                method, output_dir, fid, seed=cfg.seed, num_step_grids=0, resume=False,
+                reference_is_test_set=False,
+            )  # fmt: skip
+            trainer = L.Trainer(logger=False, enable_checkpointing=False, enable_model_summary=False,
+                                enable_progress_bar=False, accelerator="auto", devices=1)  # fmt: skip
+            start = time.perf_counter()
+            trainer.test(evaluator, dataloaders=loader, verbose=False)
+            wall = time.perf_counter() - start
+        metrics = evaluator.results["metrics"]
+        row = {"run": label, "overrides": overrides, **metrics, "wall_seconds": wall}
+        table.append(row)
+        print(f"{label:45s} FID {metrics['fid']:8.2f}  PSNR {metrics['psnr']:6.2f}  "
+              f"SSIM {metrics['ssim']:.3f}  {metrics['images_per_second'] or 0:8.1f} img/s", flush=True)  # fmt: skip
+
+    n_images = int(fid.real_features_num_samples)
+    write(table, n_images, args)
+
+
+def write(table: list[dict], n_images: int, args) -> None:
+    def best(prefix: str) -> dict:
+        rows = [r for r in table if r["run"].startswith(prefix)]
+        return min(rows, key=lambda r: r["fid"])
+
+    maskgit_best = best("maskgit")
+    summary = {
+        "images": n_images,
+        "best_maskgit": maskgit_best["run"],
+        "best_maskgit_fid": maskgit_best["fid"],
+        "vqgan_recon_fid": best("vqgan_recon")["fid"],
+        "opencv_telea_fid": best("opencv_telea")["fid"],
+        "opencv_ns_fid": best("opencv_ns")["fid"],
+        "masked_input_fid": best("masked_input")["fid"],
+    }
+    summary["best_maskgit_over_vqgan_recon"] = (
+        summary["best_maskgit_fid"] / summary["vqgan_recon_fid"]
+    )
+    for schedule in ("cosine", "linear", "square"):
+        summary[f"best_{schedule}"] = best(f"maskgit {schedule}")["run"]
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "quality.json").write_text(json.dumps({"summary": summary, "runs": table}, indent=2))
+    lines = [
+        f"# Inpainting quality ({n_images} val pairs of {Path(args.data_root).name}, "
+        f"checkpoint {Path(args.ckpt).name}, device {'cuda' if torch.cuda.is_available() else 'cpu'})",
+        "",
+        "Command: `python benchmarks/quality.py"
+        + (f" --limit {args.limit}" if args.limit else "") + (" --quick" if args.quick else "") + "`",
+        "",
+        "| run | FID | masked PSNR | masked SSIM | images/s |",
+        "|---|---|---|---|---|",
+    ]  # fmt: skip
+    for r in table:
+        lines.append(
+            f"| {r['run']} | {r['fid']:.2f} | {r['psnr']:.2f} | {r['ssim']:.3f} | {r['images_per_second'] or 0:.1f} |"
+        )
+    lines += ["", f"Best MaskGIT: {summary['best_maskgit']} (FID {summary['best_maskgit_fid']:.2f}); "
+              f"vqgan_recon {summary['vqgan_recon_fid']:.2f} "
+              f"(ratio {summary['best_maskgit_over_vqgan_recon']:.2f}x, target <= 2x); "
+              f"opencv_telea {summary['opencv_telea_fid']:.2f}, opencv_ns {summary['opencv_ns_fid']:.2f}."]  # fmt: skip
+    (RESULTS / "quality.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()

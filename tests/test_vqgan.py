@@ -1,0 +1,180 @@
+"""VQGAN tokenizer: shapes, token order, straight-through gradients, training, checkpoints."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import lightning as L
+import pytest
+import torch
+import torch.nn.functional as F
+from conftest import SAMPLE, tiny_tokenizer_config
+from torch import Tensor
+from torch.utils.data import DataLoader, Subset
+
+from maskgit.checkpoints import (
+    LAB_PIXEL_MEAN,
+    LAB_PIXEL_STD,
+    MASKGIT_FORMAT,
+    CheckpointError,
+    load_tokenizer,
+    save_atomic,
+)
+from maskgit.data.datasets import ImageFolderDataset
+from maskgit.models.vqgan import VQGAN
+from maskgit.modules.tokenizer import VQGANModule
+
+
+def tiny_vqgan(seed: int = 0) -> VQGAN:
+    torch.manual_seed(seed)
+    return VQGAN(**tiny_tokenizer_config())
+
+
+def lab_state_dict(shared: Path) -> dict[str, Tensor]:
+    """Random tensors with the keys, shapes and order of the lab's VQGAN state_dict."""
+    layout = json.loads((shared / "reference" / "vqgan_state_dict.json").read_text())
+    gen = torch.Generator().manual_seed(0)
+    return {e["key"]: torch.randn(e["shape"], generator=gen) for e in layout}
+
+
+def test_encode_decode_shapes_and_ranges() -> None:
+    vqgan = tiny_vqgan().eval()
+    images = torch.rand(2, 3, 64, 64) * 2 - 1
+    with torch.no_grad():
+        z_q, indices, loss = vqgan.encode(images)
+        decoded = vqgan.decode_indices(indices)
+    assert z_q.shape == (2, 8, 16, 16)
+    assert indices.shape == (2, 16, 16)
+    assert indices.dtype == torch.long
+    assert 0 <= int(indices.min()) and int(indices.max()) < vqgan.num_codebook_vectors
+    assert loss.ndim == 0 and torch.isfinite(loss)
+    assert decoded.shape == (2, 3, 64, 64)
+    # z_q holds exactly the chosen (normalised) codes, so decoding indices decodes z_q.
+    codes = vqgan.codebook.codes()
+    torch.testing.assert_close(z_q, codes[indices].permute(0, 3, 1, 2), atol=1e-6, rtol=0)
+    with torch.no_grad():
+        torch.testing.assert_close(decoded, vqgan.decode(z_q), atol=1e-5, rtol=1e-5)
+
+
+def test_indices_follow_lab_flat_order() -> None:
+    vqgan = tiny_vqgan().eval()
+    images = torch.rand(3, 3, 64, 64) * 2 - 1
+    with torch.no_grad():
+        latents = vqgan.encode_latents(images)
+        _, flat, _ = vqgan.codebook(latents)
+        _, grid, _ = vqgan.encode(images)
+        # Nearest code by cosine similarity, computed per position without any reshaping.
+        sims = torch.einsum("bchw,kc->bhwk", F.normalize(latents, dim=1), vqgan.codebook.codes())
+    nearest = sims.argmax(-1)
+    assert flat.shape == (3 * 256,)
+    for b, h, w in [(0, 0, 0), (0, 3, 11), (1, 0, 15), (2, 15, 0), (2, 15, 15), (1, 7, 2)]:
+        lab_index = b * 256 + h * 16 + w
+        assert grid[b, h, w] == flat[lab_index] == nearest[b, h, w]
+    assert torch.equal(grid.flatten(), flat)
+    assert torch.equal(grid, nearest)
+
+
+def test_straight_through_gradient_reaches_encoder() -> None:
+    vqgan = tiny_vqgan()
+    images = torch.rand(2, 3, 64, 64) * 2 - 1
+    recon, _, _ = vqgan(images)
+    F.mse_loss(recon, images).backward()  # no quantization loss: only the decoder path
+    grad = vqgan.encoder.get_submodule("model.0").weight.grad
+    assert grad is not None
+    assert grad.abs().sum() > 0
+    assert vqgan.codebook.embedding.weight.grad is None
+
+
+def _reconstruction_loss(module: VQGANModule, images: Tensor) -> float:
+    module.eval()
+    with torch.no_grad():
+        recon, _, _ = module(images)
+    return F.l1_loss(recon, images).item() + F.mse_loss(recon, images).item()
+
+
+def test_training_steps_lower_reconstruction_loss() -> None:
+    torch.manual_seed(0)
+    dataset = Subset(ImageFolderDataset(SAMPLE / "train", image_size=64), range(16))
+    images = torch.stack([dataset[i]["image"] for i in range(16)])
+    module = VQGANModule(vqgan=tiny_tokenizer_config(), lr=3e-3, betas=(0.9, 0.99))
+    before = _reconstruction_loss(module, images)
+    trainer = L.Trainer(
+        accelerator="cpu", max_steps=25, logger=False, enable_checkpointing=False,
+        enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
+    )  # fmt: skip
+    trainer.fit(module, DataLoader(dataset, batch_size=8, shuffle=True))
+    after = _reconstruction_loss(module, images)
+    assert trainer.global_step == 25
+    assert after < 0.6 * before, (before, after)
+
+
+def test_lab_state_dict_loads_strictly(tmp_path: Path, shared_dir: Path) -> None:
+    state = lab_state_dict(shared_dir)
+    path = tmp_path / "lab_vqgan.pt"
+    torch.save(state, path)
+    vqgan = load_tokenizer(path)
+    assert sum(p.numel() for p in vqgan.parameters()) == 70_775_299
+    assert len(vqgan.state_dict()) == len(state) == 315
+    for key in ("encoder.model.0.weight", "codebook.embedding.weight", "post_quant_conv.bias"):
+        assert torch.equal(vqgan.state_dict()[key], state[key])
+    # A raw lab file carries no normalisation: the lab's training transform is assumed.
+    info = json.loads((shared_dir / "reference" / "lab_model_info.json").read_text())
+    assert list(LAB_PIXEL_MEAN) == info["normalization"]["train"]["mean"]
+    assert list(LAB_PIXEL_STD) == info["normalization"]["train"]["std"]
+    torch.testing.assert_close(vqgan.pixel_mean.flatten(), torch.tensor(LAB_PIXEL_MEAN))
+
+
+def test_lab_state_dict_mismatch_names_every_key(tmp_path: Path, shared_dir: Path) -> None:
+    state = lab_state_dict(shared_dir)
+    dropped, reshaped = "decoder.model.3.block.2.weight", "encoder.model.5.block.0.gn.bias"
+    assert dropped in state and reshaped in state
+    del state[dropped]
+    state["encoder.model.99.weight"] = torch.zeros(3)
+    state[reshaped] = state[reshaped][:-1]
+    path = tmp_path / "lab_vqgan_bad.pt"
+    torch.save(state, path)
+    with pytest.raises(CheckpointError) as info:
+        load_tokenizer(path)
+    message = str(info.value)
+    assert str(path) in message
+    for key in (dropped, "encoder.model.99.weight", reshaped):
+        assert key in message
+
+
+def test_truncated_checkpoint_names_path(tmp_path: Path, tiny_tokenizer_path: Path) -> None:
+    data = tiny_tokenizer_path.read_bytes()
+    path = tmp_path / "truncated.pt"
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(CheckpointError, match="truncated") as info:
+        load_tokenizer(path)
+    assert str(path) in str(info.value)
+
+
+def test_missing_checkpoint_names_path(tmp_path: Path) -> None:
+    path = tmp_path / "nothing_here.pt"
+    with pytest.raises(CheckpointError, match="does not exist") as info:
+        load_tokenizer(path)
+    assert str(path) in str(info.value)
+
+
+def test_maskgit_checkpoint_is_not_a_tokenizer(tmp_path: Path, tiny_maskgit) -> None:
+    transformer_state = {
+        f"transformer.{k}": v for k, v in tiny_maskgit.transformer.state_dict().items()
+    }
+    lightning_style = {
+        "state_dict": transformer_state,
+        "hyper_parameters": dict(tiny_maskgit.hparams),
+    }
+    compact = {"format": MASKGIT_FORMAT, "hyper_parameters": {}, "state_dict": transformer_state}
+    for name, checkpoint in (("lightning.ckpt", lightning_style), ("compact.pt", compact)):
+        path = tmp_path / name
+        save_atomic(checkpoint, path)
+        with pytest.raises(CheckpointError, match="MaskGIT") as info:
+            load_tokenizer(path)
+        assert str(path) in str(info.value)
+    # The raw lab transformer state_dict is no tokenizer either.
+    raw = tmp_path / "raw_transformer.pt"
+    torch.save(tiny_maskgit.transformer.state_dict(), raw)
+    with pytest.raises(CheckpointError, match="not a tokenizer checkpoint"):
+        load_tokenizer(raw)
