@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from lightning.pytorch.plugins.io import TorchCheckpointIO
 from torch import Tensor, nn
 
 from maskgit.models.vqgan import VQGAN
@@ -135,6 +136,16 @@ def save_atomic(obj: Any, path: str | Path) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     torch.save(obj, tmp)
     os.replace(tmp, path)
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Lightning checkpoint I/O that writes through a temporary file and a rename, so a
+    run killed while saving keeps its previous checkpoint intact."""
+
+    def save_checkpoint(
+        self, checkpoint: dict[str, Any], path: str | Path, storage_options: Any | None = None
+    ) -> None:
+        save_atomic(checkpoint, path)
 
 
 def half_state_dict(module: nn.Module, dtype: torch.dtype = torch.float16) -> dict[str, Tensor]:

@@ -26,7 +26,7 @@ from torchvision.utils import make_grid
 
 from maskgit.baselines import Inpainter
 from maskgit.callbacks.inpainting_fid import masked_input
-from maskgit.data.datamodules import InpaintingDataModule
+from maskgit.data.datamodules import InpaintingDataModule, make_loader
 from maskgit.data.datasets import ImageFolderDataset
 from maskgit.data.images import load_image, save_image
 from maskgit.metrics.fid import WEIGHTS_HINT, BucketedFID, build_fid
@@ -150,8 +150,11 @@ class InpaintingEvaluator(L.LightningModule):
         }
 
 
-def reference_loader(reference_dir: str, image_size: int, batch_size: int) -> DataLoader:
-    return DataLoader(ImageFolderDataset(reference_dir, image_size), batch_size=batch_size)
+def reference_loader(
+    reference_dir: str, image_size: int, batch_size: int, trainer: L.Trainer
+) -> DataLoader:
+    dataset = ImageFolderDataset(reference_dir, image_size)
+    return make_loader(dataset, batch_size, num_workers=0, train=False, trainer=trainer)
 
 
 def evaluate(cfg: DictConfig) -> float | None:
@@ -159,13 +162,24 @@ def evaluate(cfg: DictConfig) -> float | None:
     output_dir = Path(cfg.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
 
+    trainer: L.Trainer = hydra.utils.instantiate(
+        cfg.trainer,
+        logger=False,
+        callbacks=[RichProgressBar()],
+        enable_checkpointing=False,
+        enable_model_summary=False,
+    )
     datamodule: InpaintingDataModule = hydra.utils.instantiate(cfg.data)
+    datamodule.trainer = trainer  # evaluation samplers that split images across ranks
     datamodule.setup("test")
     loaders = [datamodule.test_dataloader()]
     if cfg.get("reference_dir"):
         loaders.append(
             reference_loader(
-                cfg.reference_dir, datamodule.hparams.image_size, datamodule.hparams.eval_batch_size
+                cfg.reference_dir,
+                datamodule.hparams.image_size,
+                datamodule.hparams.eval_batch_size,
+                trainer,
             )
         )
 
@@ -183,13 +197,6 @@ def evaluate(cfg: DictConfig) -> float | None:
         num_step_grids=cfg.num_step_grids,
         resume=cfg.resume,
         reference_is_test_set=len(loaders) == 1,
-    )
-    trainer: L.Trainer = hydra.utils.instantiate(
-        cfg.trainer,
-        logger=False,
-        callbacks=[RichProgressBar()],
-        enable_checkpointing=False,
-        enable_model_summary=False,
     )
     trainer.test(evaluator, dataloaders=loaders, verbose=False)
 

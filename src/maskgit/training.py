@@ -7,9 +7,11 @@ import logging
 import hydra
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.loggers import Logger
 from omegaconf import DictConfig, OmegaConf
+
+from maskgit.callbacks.inpainting_fid import InpaintingFIDCallback
 
 log = logging.getLogger(__name__)
 
@@ -27,6 +29,18 @@ def instantiate_group(config: DictConfig | None, kind: str) -> list:
     return objects
 
 
+def monitor_logged_metric(callbacks: list[Callback]) -> None:
+    """Only the inpainting callback logs val/fid: without it (``callbacks.inpainting_fid=null``)
+    checkpoints monitor val/loss instead of failing at the first save."""
+    if any(isinstance(c, InpaintingFIDCallback) for c in callbacks):
+        return
+    for callback in callbacks:
+        if isinstance(callback, ModelCheckpoint) and callback.monitor == "val/fid":
+            log.warning("no inpainting callback logs val/fid: checkpoints monitor val/loss")
+            callback.monitor = "val/loss"
+            callback.mode = "min"
+
+
 def train(cfg: DictConfig) -> float | None:
     L.seed_everything(cfg.seed, workers=True)
     torch.set_float32_matmul_precision("high")
@@ -36,6 +50,7 @@ def train(cfg: DictConfig) -> float | None:
     log.info("Instantiating model <%s>", cfg.model._target_)
     model: L.LightningModule = hydra.utils.instantiate(cfg.model, _recursive_=False)
     callbacks: list[Callback] = instantiate_group(cfg.get("callbacks"), "callback")
+    monitor_logged_metric(callbacks)
     loggers: list[Logger] = instantiate_group(cfg.get("logger"), "logger")
     trainer: L.Trainer = hydra.utils.instantiate(
         cfg.trainer, callbacks=callbacks, logger=loggers or False

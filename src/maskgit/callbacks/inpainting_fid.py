@@ -29,7 +29,8 @@ class InpaintingFIDCallback(Callback):
     ``val/ssim_masked`` and a grid of masked / inpainted / real images.
 
     Without Inception weights (and no network) FID is skipped with a warning and the
-    checkpoint callback monitors ``val/loss`` instead, unless ``fid_required``.
+    checkpoint callback monitors ``val/loss`` instead, unless ``fid_required``;
+    ``fid_enabled=False`` (``metrics.fid.enabled=false``) skips it the same way.
     """
 
     def __init__(
@@ -39,7 +40,9 @@ class InpaintingFIDCallback(Callback):
         feature: int | nn.Module = 2048,
         seed: int = 0,
         num_log_images: int = 8,
+        fid_enabled: bool = True,
     ) -> None:
+        self.fid_enabled = fid_enabled
         self.fid_weights_path = fid_weights_path
         self.fid_required = fid_required
         self.feature = feature
@@ -51,7 +54,7 @@ class InpaintingFIDCallback(Callback):
         self._active = False
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
-        if self.fid is None:
+        if self.fid is None and self.fid_enabled:
             self.fid = build_fid(self.fid_weights_path, self.feature, required=self.fid_required)
         checkpoint = trainer.checkpoint_callback
         if self.fid is None and checkpoint is not None and checkpoint.monitor == "val/fid":

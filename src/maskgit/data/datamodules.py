@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import lightning as L
+from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from maskgit.data import token_cache
@@ -12,10 +13,24 @@ from maskgit.data.datasets import ImageFolderDataset, InpaintingDataset, TokenDa
 from maskgit.data.masks import MaskSource
 
 
-def _loader(dataset: Dataset, batch_size: int, num_workers: int, train: bool) -> DataLoader:
+def make_loader(
+    dataset: Dataset,
+    batch_size: int,
+    num_workers: int,
+    train: bool,
+    trainer: L.Trainer | None = None,
+) -> DataLoader:
+    sampler = None
+    if not train and trainer is not None and trainer.world_size > 1:
+        # Lightning's default evaluation sampler pads ranks with repeated images, which would
+        # count them twice in FID; this one gives every image to exactly one rank.
+        sampler = UnrepeatedDistributedSampler(
+            dataset, num_replicas=trainer.world_size, rank=trainer.global_rank, shuffle=False
+        )
     return DataLoader(
         dataset,
         batch_size=batch_size,
+        sampler=sampler,
         shuffle=train,
         drop_last=train and len(dataset) > batch_size,
         num_workers=num_workers,
@@ -50,10 +65,12 @@ class ImageDataModule(L.LightningDataModule):
             self.val_set = Subset(val, range(min(hp.val_limit, len(val)))) if hp.val_limit else val
 
     def train_dataloader(self) -> DataLoader:
-        return _loader(self.train_set, self.hparams.batch_size, self.hparams.num_workers, True)
+        return make_loader(self.train_set, self.hparams.batch_size, self.hparams.num_workers, True)
 
     def val_dataloader(self) -> DataLoader:
-        return _loader(self.val_set, self.hparams.batch_size, self.hparams.num_workers, False)
+        return make_loader(
+            self.val_set, self.hparams.batch_size, self.hparams.num_workers, False, self.trainer
+        )
 
 
 class InpaintingDataModule(L.LightningDataModule):
@@ -128,13 +145,15 @@ class InpaintingDataModule(L.LightningDataModule):
             self.test_set = InpaintingDataset(root, self.test_masks, hp.image_size, hp.test_limit)
 
     def train_dataloader(self) -> DataLoader:
-        return _loader(self.train_set, self.hparams.batch_size, self.hparams.num_workers, True)
+        return make_loader(self.train_set, self.hparams.batch_size, self.hparams.num_workers, True)
 
     def val_dataloader(self) -> DataLoader:
-        return _loader(self.val_set, self.hparams.eval_batch_size, self.hparams.num_workers, False)
+        hp = self.hparams
+        return make_loader(self.val_set, hp.eval_batch_size, hp.num_workers, False, self.trainer)
 
     def test_dataloader(self) -> DataLoader:
-        return _loader(self.test_set, self.hparams.eval_batch_size, self.hparams.num_workers, False)
+        hp = self.hparams
+        return make_loader(self.test_set, hp.eval_batch_size, hp.num_workers, False, self.trainer)
 
     @property
     def test_root(self) -> Path:

@@ -90,6 +90,8 @@ class BidirectionalTransformer(nn.Module):
                 nn.init.zeros_(module.bias)
 
     def set_attention_impl(self, impl: AttentionImpl) -> None:
+        if impl not in ("manual", "sdpa"):
+            raise ValueError(f"attention impl must be 'manual' or 'sdpa', got {impl!r}")
         for block in self.blocks:
             block.Attention.impl = impl
 

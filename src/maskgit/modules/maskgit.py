@@ -87,6 +87,7 @@ class MaskGitModule(L.LightningModule):
         transformer = plain_config(transformer)
         mask_schedule = plain_config(mask_schedule)
         decoding = plain_config(decoding)
+        betas = plain_config(betas)
         self.save_hyperparameters()
         path = resolve_path(tokenizer_ckpt)
         if path is None:
@@ -243,6 +244,11 @@ class MaskGitModule(L.LightningModule):
             "path": str(self.hparams.tokenizer_ckpt),
             "fingerprint": self.tokenizer_fingerprint,
         }
+        # The global RNG draws the masks, dropout and data order: a resumed run restores it
+        # (in on_train_start) and continues as the uninterrupted run would.
+        checkpoint["rng_state"] = {"torch": torch.get_rng_state()}
+        if torch.cuda.is_available():
+            checkpoint["rng_state"]["cuda"] = torch.cuda.get_rng_state()
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         expected = checkpoint.get("tokenizer", {}).get("fingerprint")
@@ -254,6 +260,15 @@ class MaskGitModule(L.LightningModule):
             )
         for key, value in self.tokenizer.state_dict().items():
             checkpoint["state_dict"].setdefault(f"tokenizer.{key}", value)
+        self._resume_rng_state = checkpoint.get("rng_state")
+
+    def on_train_start(self) -> None:
+        state = getattr(self, "_resume_rng_state", None)
+        self._resume_rng_state = None
+        if state:
+            torch.set_rng_state(state["torch"])
+            if "cuda" in state and torch.cuda.is_available():
+                torch.cuda.set_rng_state(state["cuda"])
 
 
 # The lab's transformer configuration (its checkpoints hold no config).

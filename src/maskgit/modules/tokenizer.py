@@ -7,7 +7,7 @@ from typing import Any
 import lightning as L
 import torch
 import torch.nn.functional as F
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 from torch import Tensor, nn
 from torchmetrics import MetricCollection
 from torchmetrics.image import PeakSignalNoiseRatio, StructuralSimilarityIndexMeasure
@@ -18,8 +18,9 @@ from maskgit.models.vqgan import VQGAN
 
 
 def plain_config(config: Any) -> Any:
-    """DictConfig -> plain containers, so checkpoints hold no OmegaConf objects."""
-    if isinstance(config, DictConfig):
+    """DictConfig/ListConfig -> plain containers, so checkpoints hold no OmegaConf objects
+    (``torch.load(weights_only=True)``, which resuming uses, refuses them)."""
+    if isinstance(config, (DictConfig, ListConfig)):
         return OmegaConf.to_container(config, resolve=True)
     return config
 
@@ -72,6 +73,7 @@ class VQGANModule(L.LightningModule):
     ) -> None:
         super().__init__()
         vqgan = plain_config(vqgan)
+        betas = plain_config(betas)
         self.save_hyperparameters()  # the plain-dict vqgan config too: checkpoints rebuild it
         self.vqgan = VQGAN(**vqgan)
         self.use_gan = gan_weight > 0
