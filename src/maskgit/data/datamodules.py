@@ -6,6 +6,7 @@ from pathlib import Path
 
 import lightning as L
 from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
+from lightning.pytorch.trainer.states import TrainerFn
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from maskgit.data import token_cache
@@ -117,7 +118,11 @@ class InpaintingDataModule(L.LightningDataModule):
         return self.trainer.lightning_module.tokenizer
 
     def prepare_data(self) -> None:
-        if self.hparams.token_cache and self.trainer is not None and self.trainer.training:
+        if (
+            self.hparams.token_cache
+            and self.trainer is not None
+            and self.trainer.state.fn == TrainerFn.FITTING
+        ):
             tokenizer = self._tokenizer()
             device = self.trainer.strategy.root_device
             tokenizer.to(device)

@@ -74,8 +74,6 @@ def load_or_build(
     batch_size: int = 64,
     num_workers: int = 0,
 ) -> Tensor:
-    if dataset.flip is False and dataset.masks is None:
-        log.debug("token cache: dataset without flips; caching flips anyway")
     path = cache_path(cache_dir, tokenizer, dataset)
     if path.exists():
         log.info("token cache: using %s", path)
