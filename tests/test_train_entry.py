@@ -1,0 +1,300 @@
+"""train.py end to end: loggers, trainers, stage 1, every config option, errors, DDP, resume."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import hydra
+import pytest
+import torch
+from conftest import CONF, ROOT, SAMPLE, compose_config
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+from maskgit.training import train
+
+# Groups composed into evaluate.yaml; every other group belongs to train.yaml.
+EVALUATE_GROUPS = {"method"}
+
+
+@pytest.fixture(scope="module")
+def data_root(tmp_path_factory) -> Path:
+    """8 training photos and 4 validation pairs copied from the shipped sample."""
+    root = tmp_path_factory.mktemp("data")
+    for sub, count in (("train", 8), ("val", 4)):
+        (root / sub).mkdir()
+        for path in sorted((SAMPLE / sub).iterdir())[:count]:
+            shutil.copy(path, root / sub / path.name)
+    (root / "val_masks").mkdir()
+    for path in (root / "val").iterdir():
+        mask = SAMPLE / "val_masks" / f"{path.stem}.png"
+        shutil.copy(mask, root / "val_masks" / mask.name)
+    return root
+
+
+def stage2(tokenizer: Path, data: Path, tmp: Path, steps: int = 1) -> list[str]:
+    """Overrides for a tiny stage-2 run of ``steps`` optimizer steps, writing only under tmp."""
+    return [
+        "model=tiny",
+        "tokenizer=tiny",
+        f"tokenizer_ckpt={tokenizer}",
+        f"data_root={data}",
+        f"paths.log_dir={tmp}/logs",
+        f"paths.cache_dir={tmp}/cache",
+        "callbacks.inpainting_fid=null",
+        "data.num_workers=0",
+        "data.batch_size=4",
+        "data.eval_batch_size=2",
+        "data.val_limit=2",
+        f"trainer.max_steps={steps}",
+        "trainer.log_every_n_steps=1",
+        "+trainer.num_sanity_val_steps=0",
+        "run_name=test",
+    ]
+
+
+def run_train(overrides: list[str], output_dir: Path) -> DictConfig:
+    """Compose train.yaml and run maskgit.training.train as train.py does (no hydra node)."""
+    cfg = compose_config("train", [*overrides, f"paths.output_dir={output_dir}"])
+    with open_dict(cfg):
+        del cfg["hydra"]
+    train(cfg)
+    return cfg
+
+
+def resolve(cfg: DictConfig) -> dict:
+    """The whole job config resolved (the hydra node itself needs a real run)."""
+    cfg = cfg.copy()
+    with open_dict(cfg):
+        del cfg["hydra"]
+    return OmegaConf.to_container(cfg, resolve=True)
+
+
+def targets(node) -> list[str]:
+    if isinstance(node, dict):
+        found = [node["_target_"]] if "_target_" in node else []
+        return found + [t for value in node.values() for t in targets(value)]
+    if isinstance(node, list):
+        return [t for value in node for t in targets(value)]
+    return []
+
+
+def last_checkpoint(log_dir: Path) -> dict:
+    path = log_dir / "checkpoints" / "test" / "last.ckpt"
+    assert path.is_file(), f"no checkpoint at {path}"
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+# --- one-batch fits --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("logger", "trainer"),
+    [("csv", "default"), ("tensorboard", "cpu"), ("wandb", "cpu"), ("many", "default")],
+)
+def test_stage2_fit_with_each_logger(
+    logger, trainer, tiny_tokenizer_path, data_root, tmp_path, monkeypatch
+):
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_DIR", str(tmp_path / "wandb_home"))
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    (tmp_path / "wandb_home").mkdir()
+    out = tmp_path / "out"
+    overrides = [*stage2(tiny_tokenizer_path, data_root, tmp_path), f"logger={logger}"]
+    one_batch = ["+trainer.limit_train_batches=1", "+trainer.limit_val_batches=1"]
+    run_train([*overrides, f"trainer={trainer}", *one_batch], out)
+
+    # One optimizer step happened and the last checkpoint holds it.
+    assert last_checkpoint(tmp_path / "logs")["global_step"] == 1
+    written = {p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()}
+    if logger in ("csv", "many"):
+        metrics = (out / "csv" / "version_0" / "metrics.csv").read_text()
+        assert "train/loss" in metrics.splitlines()[0]
+        assert "val/loss" in metrics.splitlines()[0]
+        hparams = (out / "csv" / "version_0" / "hparams.yaml").read_text()
+        assert "tokenizer_ckpt" in hparams
+    if logger in ("tensorboard", "many"):
+        assert any(p.startswith("tensorboard/") and "events.out.tfevents" in p for p in written)
+    if logger == "wandb":
+        runs = list((out / "wandb").glob("offline-run-*"))
+        assert len(runs) == 1, written
+        assert list(runs[0].glob("*.wandb")), "the offline run holds no data file"
+    if logger == "csv":
+        assert not any(p.startswith(("tensorboard/", "wandb/")) for p in written)
+
+
+def test_validation_inpaints_with_fid_disabled(tiny_tokenizer_path, data_root, tmp_path):
+    out = tmp_path / "out"
+    overrides = [
+        o for o in stage2(tiny_tokenizer_path, data_root, tmp_path) if "callbacks" not in o
+    ]
+    overrides += ["metrics.fid.enabled=false", "total_iter=2", "logger=csv"]
+    cfg = run_train([*overrides, "+trainer.limit_train_batches=1"], out)
+    assert cfg.callbacks.inpainting_fid is not None
+    header = (out / "csv" / "version_0" / "metrics.csv").read_text().splitlines()[0].split(",")
+    assert {"val/loss", "val/psnr_masked", "val/ssim_masked"} <= set(header)
+    assert "val/fid" not in header  # no Inception network was built
+    # Checkpoints fall back to monitoring val/loss.
+    checkpoint = last_checkpoint(tmp_path / "logs")
+    states = [v for k, v in checkpoint["callbacks"].items() if k.startswith("ModelCheckpoint")]
+    assert states and states[0]["monitor"] == "val/loss"
+
+
+def test_debug_fdr_runs_one_batch_and_writes_nothing(tiny_tokenizer_path, data_root, tmp_path):
+    out = tmp_path / "out"
+    overrides = [
+        o for o in stage2(tiny_tokenizer_path, data_root, tmp_path) if "callbacks" not in o
+    ]
+    cfg = run_train([*overrides, "debug=fdr"], out)
+    assert cfg.trainer.fast_dev_run is True
+    assert cfg.trainer.accelerator == "cpu"
+    assert cfg.callbacks is None and cfg.logger is None
+    # fast_dev_run: no checkpoints, no logs (only the token cache is built).
+    assert not (tmp_path / "logs").exists()
+    assert not out.exists() or not any(out.rglob("*.ckpt"))
+    assert list((tmp_path / "cache" / "tokens").glob("tokens-*.pt"))
+
+
+def test_stage1_tokenizer_fit(data_root, tmp_path):
+    out = tmp_path / "out"
+    overrides = [
+        "experiment=tokenizer",
+        "tokenizer=tiny",
+        f"data_root={data_root}",
+        f"paths.log_dir={tmp_path}/logs",
+        "data.num_workers=0",
+        "data.batch_size=4",
+        "data.val_limit=2",
+        "trainer.max_steps=1",
+        "trainer.log_every_n_steps=1",
+        "+trainer.limit_train_batches=1",
+        "+trainer.limit_val_batches=1",
+        "+trainer.num_sanity_val_steps=0",
+        "run_name=test",
+    ]
+    cfg = run_train(overrides, out)
+    assert cfg.model._target_ == "maskgit.modules.tokenizer.VQGANModule"
+    checkpoint = last_checkpoint(tmp_path / "logs")
+    assert checkpoint["global_step"] == 1
+    assert checkpoint["hyper_parameters"]["vqgan"]["num_codebook_vectors"] == 64
+    assert any(k.startswith("vqgan.codebook.") for k in checkpoint["state_dict"])
+    # The checkpoint monitor follows the tokenizer's metric.
+    assert "val/psnr" in (out / "csv" / "version_0" / "metrics.csv").read_text()
+
+
+# --- configuration -----------------------------------------------------------------------
+
+
+def all_options() -> list[tuple[str, str]]:
+    return [
+        (group.name, path.stem)
+        for group in sorted(p for p in CONF.iterdir() if p.is_dir())
+        for path in sorted(group.glob("*.yaml"))
+    ]
+
+
+@pytest.mark.parametrize(("group", "option"), all_options(), ids=lambda v: str(v))
+def test_every_config_option_composes_and_resolves(group, option, tmp_path):
+    name = "evaluate" if group in EVALUATE_GROUPS else "train"
+    overrides = [f"{group}={option}", f"paths.output_dir={tmp_path}"]
+    if name == "evaluate":
+        overrides.append(f"output_dir={tmp_path}")
+    cfg = compose_config(name, overrides)
+    assert cfg.hydra.runtime.choices[group] == option
+    resolved = resolve(cfg)
+    # Every _target_ the option brings in can be imported.
+    for target in targets(resolved):
+        assert hydra.utils.get_object(target) is not None, target
+    if group == "method":
+        assert resolved["method"]["_target_"].startswith("maskgit.baselines.")
+        assert resolved["overrides"] == overrides
+    if group == "model" and option != "vqgan":
+        # The transformer's classes are the tokenizer's codes.
+        assert (
+            resolved["model"]["transformer"]["num_codebook_vectors"]
+            == resolved["tokenizer"]["num_codebook_vectors"]
+        )
+    if group in ("mask", "schedule"):
+        assert resolved[group]["_target_"] == f"maskgit.schedules.{option}"
+
+
+def test_option_lists_cover_the_known_groups():
+    groups = {g for g, _ in all_options()}
+    expected = {"attention", "callbacks", "data", "debug", "decoding", "experiment", "hydra"}
+    expected |= {"logger", "mask", "method", "metrics", "model", "paths", "schedule"}
+    assert expected | {"tokenizer", "trainer"} <= groups
+
+
+@pytest.mark.parametrize(
+    ("override", "named"),
+    [("mask=nope", "mask/nope"), ("model.nonexistent=1", "model.nonexistent")],
+)
+def test_unknown_option_is_a_clear_hydra_error(override, named, tmp_path):
+    result = subprocess.run(
+        [sys.executable, "train.py", override, f"paths.log_dir={tmp_path}"],
+        cwd=ROOT, capture_output=True, text=True, timeout=180,
+        env={**os.environ, "HYDRA_FULL_ERROR": "0"},
+    )  # fmt: skip
+    assert result.returncode != 0
+    assert named in result.stderr, result.stderr[-2000:]
+    # A composition error: nothing was trained.
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "checkpoints").exists()
+
+
+# --- multi-process and resuming ------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_ddp_cpu_two_processes_fit(tiny_tokenizer_path, data_root, tmp_path):
+    overrides = stage2(tiny_tokenizer_path, data_root, tmp_path, steps=2)
+    overrides += ["trainer=ddp_cpu", "trainer.devices=2", "data.batch_size=2", "logger=csv"]
+    result = subprocess.run(
+        [sys.executable, "train.py", *overrides, f"paths.output_dir={tmp_path}/out"],
+        cwd=ROOT, capture_output=True, text=True, timeout=400,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-4000:]
+    assert "distributed_backend=gloo" in result.stderr + result.stdout
+    assert "All distributed processes registered. Starting with 2 processes" in (
+        result.stderr + result.stdout
+    )
+    checkpoint = last_checkpoint(tmp_path / "logs")
+    assert checkpoint["global_step"] == 2
+    assert not any(k.startswith("tokenizer.") for k in checkpoint["state_dict"])
+
+
+def transformer_weights(log_dir: Path) -> dict[str, torch.Tensor]:
+    state = last_checkpoint(log_dir)["state_dict"]
+    return {k: v for k, v in state.items() if k.startswith("transformer.")}
+
+
+@pytest.mark.parametrize("token_cache", [True, False])
+def test_resume_matches_an_uninterrupted_run(token_cache, tiny_tokenizer_path, data_root, tmp_path):
+    # 8 images, batches of 4: 2 steps per epoch; the interrupted run stops after epoch 0.
+    def overrides(run: Path, steps: int) -> list[str]:
+        return [
+            *stage2(tiny_tokenizer_path, data_root, run, steps=steps),
+            "trainer.deterministic=true",
+            f"data.token_cache={str(token_cache).lower()}",
+            "model.lr_decay_steps=4",
+            "logger=csv",
+        ]
+
+    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
+    run_train(overrides(straight, 4), straight / "out")
+    run_train(overrides(resumed, 2), resumed / "out1")
+    first_leg = transformer_weights(resumed / "logs")
+    run_train([*overrides(resumed, 4), "ckpt_path=last"], resumed / "out2")
+
+    expected, got = transformer_weights(straight / "logs"), transformer_weights(resumed / "logs")
+    assert last_checkpoint(resumed / "logs")["global_step"] == 4
+    # The second leg trained (weights moved) and ended where the straight run did.
+    assert any(not torch.equal(first_leg[k], got[k]) for k in got)
+    assert expected.keys() == got.keys()
+    for key in expected:
+        torch.testing.assert_close(
+            got[key], expected[key], rtol=0, atol=1e-6, msg=lambda m, key=key: f"{key}: {m}"
+        )
