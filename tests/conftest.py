@@ -46,7 +46,9 @@ def tiny_tokenizer_path(tmp_path_factory) -> Path:
     config = tiny_tokenizer_config()
     vqgan = VQGAN(**config)
     path = tmp_path_factory.mktemp("tokenizer") / "tokenizer.pt"
-    save_atomic({"format": TOKENIZER_FORMAT, "config": config, "state_dict": vqgan.state_dict()}, path)
+    save_atomic(
+        {"format": TOKENIZER_FORMAT, "config": config, "state_dict": vqgan.state_dict()}, path
+    )
     return path
 
 

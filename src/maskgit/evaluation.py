@@ -142,7 +142,10 @@ class InpaintingEvaluator(L.LightningModule):
         )
         metrics["images_per_second"] = float(count / seconds) if seconds > 0 else None
         metrics["num_inpainted"] = int(count)
-        metrics["num_reused"] = self.num_reused
+        reused = self.trainer.strategy.reduce(
+            torch.tensor(float(self.num_reused), device=self.device), reduce_op="sum"
+        )
+        metrics["num_reused"] = int(reused)
         order = [bucket_name(b) for b in range(NUM_BUCKETS)]
         self.results = {
             "metrics": metrics,

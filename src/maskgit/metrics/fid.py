@@ -57,17 +57,17 @@ class BucketedFID(FrechetInceptionDistance):
 
     def compute_groups(self, min_images: int = 2) -> dict[int, float]:
         """FID of each group's fake images against all real images (groups with enough images)."""
-        if not self.fake_features:
-            return {}
-        features = self.fake_features
-        groups = self.fake_groups
+        # Unlike compute(), not synced by torchmetrics: gather every rank's features here.
+        with self.sync_context(dist_sync_fn=self.dist_sync_fn, should_sync=self._to_sync):
+            features, groups = self.fake_features, self.fake_groups
+            n_real = self.real_features_num_samples
+            real_sum, real_cov_sum = self.real_features_sum, self.real_features_cov_sum
         if isinstance(features, list):
+            if not features:
+                return {}
             features, groups = torch.cat(features), torch.cat(groups)
-        n_real = self.real_features_num_samples
-        mean_real = (self.real_features_sum / n_real).unsqueeze(0)
-        cov_real = (self.real_features_cov_sum - n_real * mean_real.t().mm(mean_real)) / (
-            n_real - 1
-        )
+        mean_real = (real_sum / n_real).unsqueeze(0)
+        cov_real = (real_cov_sum - n_real * mean_real.t().mm(mean_real)) / (n_real - 1)
         result = {}
         for group in groups.unique().tolist():
             group_features = features[groups == group].double()

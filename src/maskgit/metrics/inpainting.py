@@ -66,7 +66,9 @@ class InpaintingQuality(Metric):
         return {name: float(values[name].mean()) for name in ("psnr", "ssim", "l1")}
 
     def compute_buckets(self) -> dict[str, dict[str, float]]:
-        values = self._values()
+        # Unlike compute(), not synced by torchmetrics: gather every rank's images here.
+        with self.sync_context(dist_sync_fn=self.dist_sync_fn, should_sync=self._to_sync):
+            values = self._values()
         if values["psnr"].numel() == 0:
             return {}
         buckets = (values["missing"] * NUM_BUCKETS).floor().long().clamp(0, NUM_BUCKETS - 1)

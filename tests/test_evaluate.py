@@ -1,0 +1,203 @@
+"""evaluate.py end to end on a tiny checkpoint: images, step grids, metrics, resume, sweeps."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import ROOT, SAMPLE, tiny_transformer_config
+from PIL import Image
+
+from maskgit.checkpoints import MASKGIT_FORMAT, read_checkpoint
+from maskgit.data.images import list_images, load_image, load_mask
+from maskgit.metrics.inpainting import area_bucket, bucket_name
+from maskgit.modules.maskgit import MaskGitModule, export_maskgit
+
+pytestmark = pytest.mark.slow
+
+LIMIT = 6
+SIZE = 64
+TEST_FILES = list_images(SAMPLE / "val")[:LIMIT]  # test set = val pairs, first LIMIT sorted
+COMMON = [
+    f"data.test_limit={LIMIT}",
+    "data.eval_batch_size=3",
+    "data.num_workers=0",
+    "metrics.fid.enabled=false",
+    "num_step_grids=2",
+]
+
+
+@pytest.fixture(scope="module")
+def ckpt(tiny_tokenizer_path, tmp_path_factory) -> Path:
+    """A compact MaskGIT file exported from a Lightning-style checkpoint of a tiny module."""
+    folder = tmp_path_factory.mktemp("ckpt")
+    tokenizer = shutil.copy(tiny_tokenizer_path, folder / "tokenizer.pt")
+    torch.manual_seed(0)
+    module = MaskGitModule(
+        tokenizer_ckpt=str(tokenizer), transformer=tiny_transformer_config(), warmup_steps=1
+    )
+    checkpoint = {"state_dict": module.state_dict(), "hyper_parameters": dict(module.hparams)}
+    module.on_save_checkpoint(checkpoint)  # drops the tokenizer, records its path
+    assert not any(k.startswith("tokenizer.") for k in checkpoint["state_dict"])
+    torch.save(checkpoint, folder / "last.ckpt")
+    out = export_maskgit(folder / "last.ckpt", folder / "maskgit.pt", tokenizer)
+    data = read_checkpoint(out)
+    assert data["format"] == MASKGIT_FORMAT
+    assert data["tokenizer"]["path"] == "tokenizer.pt"  # relative: shipped side by side
+    return out
+
+
+def run_evaluate(
+    ckpt: Path, log_dir: Path, *overrides: str, multirun: bool = False
+) -> subprocess.CompletedProcess:
+    command = [sys.executable, "evaluate.py", *(["-m"] if multirun else [])]
+    command += [f"ckpt={ckpt}", f"paths.log_dir={log_dir}"]
+    result = subprocess.run(
+        command + COMMON + list(overrides),
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+        env={**os.environ, "PYTHONWARNINGS": "ignore"},
+    )  # fmt: skip
+    assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
+    return result
+
+
+def read_png(path: Path) -> torch.Tensor:
+    return load_image(path, SIZE, resize=False)
+
+
+def snapshot(run_dir: Path) -> dict:
+    return {
+        "metrics": json.loads((run_dir / "metrics.json").read_text()),
+        "images": {p.name: p.read_bytes() for p in sorted((run_dir / "inpainted").iterdir())},
+    }
+
+
+@pytest.fixture(scope="module")
+def first_run(ckpt, tmp_path_factory) -> tuple[Path, dict]:
+    root = tmp_path_factory.mktemp("evaluate")
+    run_dir = root / "run"
+    run_evaluate(ckpt, root / "logs", "total_iter=2", f"hydra.run.dir={run_dir}")
+    return run_dir, snapshot(run_dir)
+
+
+def test_writes_images_step_grids_and_metrics(first_run):
+    run_dir, first = first_run
+    names = [f"image_{i:03d}.png" for i in range(LIMIT)]
+    assert sorted(first["images"]) == names
+    for name, source in zip(names, TEST_FILES):
+        output, image = read_png(run_dir / "inpainted" / name), load_image(source, SIZE)
+        known = load_mask(SAMPLE / "val_masks" / f"{source.stem}.png", SIZE).expand_as(image) == 1
+        assert torch.equal(output[known], image[known]), f"{name}: known pixels changed"
+        assert not torch.equal(output, image)
+    # Step grids for the first num_step_grids images: 3 latent masks (input, 2 steps) on top,
+    # the masked input and 2 predictions below, 64 px tiles with 2 px padding.
+    grids = sorted(p.name for p in (run_dir / "steps").iterdir())
+    assert grids == ["image_000.png", "image_001.png"]
+    with Image.open(run_dir / "steps" / "image_000.png") as grid:
+        assert grid.size == (3 * (SIZE + 2) + 2, 2 * (SIZE + 2) + 2)
+
+    results = first["metrics"]
+    metrics = results["metrics"]
+    assert results["method"] == "maskgit"
+    assert metrics["num_inpainted"] == LIMIT and metrics["num_reused"] == 0
+    assert metrics["fid"] is None and "metrics.fid.weights_path" in results["fid_note"]
+    assert 0 < metrics["psnr"] < 100 and -1 <= metrics["ssim"] <= 1
+    masks = torch.stack(
+        [load_mask(SAMPLE / "val_masks" / f"{f.stem}.png", SIZE) for f in TEST_FILES]
+    )
+    expected = {}
+    for bucket in area_bucket(masks).tolist():
+        expected[bucket_name(bucket)] = expected.get(bucket_name(bucket), 0) + 1
+    assert {name: row["count"] for name, row in results["buckets"].items()} == expected
+    config = results["config"]
+    assert config["total_iter"] == 2 and config["data"]["test_limit"] == LIMIT
+    assert config["output_dir"] == str(run_dir)
+    assert "total_iter=2" in results["overrides"]
+
+
+def test_rerun_reuses_every_image(ckpt, first_run, tmp_path):
+    run_dir, first = first_run
+    run_evaluate(ckpt, tmp_path / "logs", "total_iter=2", f"hydra.run.dir={run_dir}")
+    again = snapshot(run_dir)
+    metrics = again["metrics"]["metrics"]
+    assert metrics["num_reused"] == LIMIT and metrics["num_inpainted"] == 0
+    assert again["images"] == first["images"]
+    # Reused images are scored as the first run scored them (8-bit, as written).
+    for name in ("psnr", "ssim", "l1"):
+        assert metrics[name] == pytest.approx(first["metrics"]["metrics"][name], rel=1e-6)
+
+
+def test_rerun_under_ddp_counts_every_rank(ckpt, first_run, tmp_path):
+    # Two CPU processes get 3 images each; the counts in metrics.json are of all 6.
+    run_dir, first = first_run
+    run_evaluate(
+        ckpt, tmp_path / "logs", "total_iter=2", "trainer=ddp_cpu", f"hydra.run.dir={run_dir}"
+    )
+    again = snapshot(run_dir)
+    metrics = again["metrics"]["metrics"]
+    assert metrics["num_reused"] == LIMIT and metrics["num_inpainted"] == 0
+    assert again["images"] == first["images"]
+    assert metrics["psnr"] == pytest.approx(first["metrics"]["metrics"]["psnr"], rel=1e-6)
+    buckets, before = again["metrics"]["buckets"], first["metrics"]["buckets"]
+    assert {k: v["count"] for k, v in buckets.items()} == {k: v["count"] for k, v in before.items()}
+    for name, row in buckets.items():
+        assert row["psnr"] == pytest.approx(before[name]["psnr"], rel=1e-6)
+
+
+def test_sweep_writes_summary_and_same_seed_repeats(ckpt, first_run, tmp_path):
+    _, first = first_run
+    sweep = tmp_path / "sweep"
+    run_evaluate(
+        ckpt, tmp_path / "logs", "sweet_spot=1,2", "total_iter=2", f"hydra.sweep.dir={sweep}",
+        multirun=True,
+    )  # fmt: skip
+    for job, sweet_spot in ((0, 1), (1, 2)):
+        results = json.loads((sweep / str(job) / "metrics.json").read_text())
+        assert results["config"]["sweet_spot"] == sweet_spot
+        assert len(list((sweep / str(job) / "inpainted").iterdir())) == LIMIT
+    # Job 1 (sweet_spot=2 of total_iter=2) decodes as the first run, seed 0: same images.
+    assert snapshot(sweep / "1")["images"] == first["images"]
+    assert snapshot(sweep / "0")["images"] != first["images"]
+
+    with open(sweep / "summary.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [row["sweet_spot"] for row in rows] == ["1", "2"]
+    assert [row["job"] for row in rows] == ["0", "1"]
+    assert all(row["method"] == "maskgit" and float(row["psnr"]) > 0 for row in rows)
+    table = (sweep / "summary.md").read_text().splitlines()
+    assert table[0].startswith("| job | method |") and "sweet_spot" in table[0]
+    assert len(table) == 4  # header, rule, two jobs
+    with Image.open(sweep / "summary.png") as plot:
+        assert plot.format == "PNG" and plot.size[0] > 100
+
+
+def test_reference_methods_run(ckpt, tmp_path):
+    sweep = tmp_path / "methods"
+    run_evaluate(
+        ckpt, tmp_path / "logs", "method=masked_input,vqgan_recon", f"hydra.sweep.dir={sweep}",
+        multirun=True,
+    )  # fmt: skip
+    methods = {}
+    for job in ("0", "1"):
+        results = json.loads((sweep / job / "metrics.json").read_text())
+        methods[results["method"]] = sweep / job
+        assert results["metrics"]["num_inpainted"] == LIMIT
+    assert set(methods) == {"masked_input", "vqgan_recon"}
+    for index, source in enumerate(TEST_FILES):
+        image = load_image(source, SIZE)
+        hole = load_mask(SAMPLE / "val_masks" / f"{source.stem}.png", SIZE).expand_as(image) == 0
+        grey = read_png(methods["masked_input"] / "inpainted" / f"image_{index:03d}.png")
+        assert torch.equal(grey[~hole], image[~hole])
+        assert torch.allclose(grey[hole], torch.full_like(grey[hole], 128 / 255))
+        recon = read_png(methods["vqgan_recon"] / "inpainted" / f"image_{index:03d}.png")
+        assert torch.equal(recon[~hole], image[~hole])  # pasted like maskgit
+        assert not torch.equal(recon[hole], image[hole])
+    # Neither method has decoding steps: no step grids.
+    assert not (methods["masked_input"] / "steps").exists()
