@@ -51,9 +51,3 @@ def pixel_to_token_mask(pixel_mask: Tensor, token_grid: int, threshold: float = 
 def missing_fraction(pixel_mask: Tensor) -> Tensor:
     """Share of missing pixels per image: [B,1,H,W] -> [B]."""
     return 1.0 - pixel_mask.float().flatten(1).mean(1)
-
-
-def expected_masked_count(n_missing: Tensor, schedule: Schedule, step: int, total: int) -> Tensor:
-    """Tokens still masked after ``step`` of ``total`` decoding steps: floor(gamma(t/T) * n)."""
-    ratio = torch.tensor(step / total, dtype=torch.float64)
-    return torch.floor(schedule(ratio) * n_missing.to(torch.float64) + 1e-9).long()

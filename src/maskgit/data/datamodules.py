@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import lightning as L
 from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from lightning.pytorch.trainer.states import TrainerFn
@@ -159,7 +157,3 @@ class InpaintingDataModule(L.LightningDataModule):
     def test_dataloader(self) -> DataLoader:
         hp = self.hparams
         return make_loader(self.test_set, hp.eval_batch_size, hp.num_workers, False, self.trainer)
-
-    @property
-    def test_root(self) -> Path:
-        return Path(self.hparams.test_dir or self.hparams.val_dir)

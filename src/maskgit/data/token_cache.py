@@ -16,6 +16,7 @@ from rich.progress import track
 from torch import Tensor
 from torch.utils.data import DataLoader
 
+from maskgit.checkpoints import save_atomic
 from maskgit.data.datasets import ImageFolderDataset
 from maskgit.models.vqgan import VQGAN
 
@@ -80,8 +81,5 @@ def load_or_build(
         return torch.load(path, weights_only=True)
     log.info("token cache: encoding %d images into %s", len(dataset), path)
     tokens = encode_dataset(tokenizer, dataset, batch_size, num_workers)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    torch.save(tokens, tmp)
-    tmp.replace(path)
+    save_atomic(tokens, path)
     return tokens
