@@ -17,6 +17,7 @@ from maskgit.data import token_cache
 from maskgit.data.datasets import ImageFolderDataset, InpaintingDataset, TokenDataset
 from maskgit.data.images import ImageFileError, load_image, load_mask
 from maskgit.data.masks import FolderMasks, GeneratedMasks, make_mask_source
+from maskgit.data.sampling import ResumableSampler, SampleKey
 from maskgit.models.vqgan import VQGAN
 
 SIZE = 64
@@ -360,3 +361,53 @@ def test_token_dataset_serves_cached_views():
     assert item["mask"].shape == (1, SIZE, SIZE)
     views = {int(dataset[0]["tokens"][0, 0]) for _ in range(20)}
     assert views == {int(tokens[0, 0, 0, 0]), int(tokens[0, 1, 0, 0])}  # both views drawn
+
+
+# --- the resumable training sampler ---------------------------------------------------------
+
+
+def drawn(sampler: ResumableSampler, passes: int) -> list[SampleKey]:
+    return [key for _ in range(passes) for key in sampler]
+
+
+def test_sampler_passes_are_permutations_that_differ():
+    sampler = ResumableSampler(range(10), batch_size=2, seed=3)
+    first, second = list(sampler), list(sampler)
+    assert sorted(k.index for k in first) == sorted(k.index for k in second) == list(range(10))
+    assert first != second
+    assert drawn(ResumableSampler(range(10), batch_size=2, seed=3), 2) == first + second
+
+
+def test_sampler_resumes_mid_pass_where_it_stopped():
+    straight = drawn(ResumableSampler(range(10), batch_size=2, seed=3), 3)
+    for batches_done in (0, 3, 5, 7, 12):
+        resumed = ResumableSampler(range(10), batch_size=2, seed=3)
+        resumed.resume(batches_done, batches_per_pass=5)
+        tail = drawn(resumed, 3 - batches_done // 5)
+        assert tail == straight[batches_done * 2 :], batches_done
+
+
+def test_sampler_ranks_split_each_pass_without_overlap():
+    ranks = [ResumableSampler(range(11), batch_size=2, num_replicas=2, rank=r) for r in (0, 1)]
+    shards = [[k.index for k in sampler] for sampler in ranks]
+    assert len(shards[0]) == len(shards[1]) == len(ranks[0]) == 5
+    assert not set(shards[0]) & set(shards[1])
+
+
+def test_sample_seed_fixes_flip_and_generated_mask(tmp_path):
+    root = tmp_path / "images"
+    root.mkdir()
+    write(
+        root / "a.png",
+        Image.fromarray(np.arange(SIZE * SIZE * 3, dtype=np.uint8).reshape(SIZE, SIZE, 3)),
+    )
+    dataset = ImageFolderDataset(root, SIZE, flip=True, masks=GeneratedMasks(seed=None))
+    items = [dataset[SampleKey(0, seed)] for seed in range(8)]
+    for seed, item in enumerate(items):
+        again = dataset[SampleKey(0, seed)]
+        assert torch.equal(item["image"], again["image"]) and torch.equal(
+            item["mask"], again["mask"]
+        )
+    # Eight seeds give both orientations and several masks.
+    assert len({item["image"][0, 0, 0].item() for item in items}) == 2
+    assert len({item["mask"].sum().item() for item in items}) > 1

@@ -298,3 +298,61 @@ def test_resume_matches_an_uninterrupted_run(token_cache, tiny_tokenizer_path, d
         torch.testing.assert_close(
             got[key], expected[key], rtol=0, atol=1e-6, msg=lambda m, key=key: f"{key}: {m}"
         )
+
+
+def periodic_checkpoint(log_dir: Path) -> dict:
+    path = log_dir / "checkpoints" / "test" / "periodic" / "last.ckpt"
+    assert path.is_file(), f"no checkpoint at {path}"
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+@pytest.mark.parametrize(
+    ("token_cache", "num_workers"), [(True, 0), (False, 1)], ids=["tokens", "images-worker"]
+)
+def test_run_killed_mid_epoch_resumes_to_the_uninterrupted_state(
+    token_cache, num_workers, tiny_tokenizer_path, data_root, tmp_path
+):
+    # 8 images, batches of 2: 4 steps per epoch. The killed run gets SIGKILL during step 3
+    # (mid-epoch 0, its last checkpoint is from step 2); the resumed run goes on to step 6,
+    # across the epoch boundary. Flips and generated training masks are random per sample.
+    def overrides(run: Path) -> list[str]:
+        return [
+            *stage2(tiny_tokenizer_path, data_root, run, steps=6),
+            "trainer.deterministic=true",
+            f"data.token_cache={str(token_cache).lower()}",
+            f"data.num_workers={num_workers}",
+            "data.batch_size=2",
+            "data.train_masks={_target_:maskgit.data.masks.GeneratedMasks,seed:null}",
+            "model.inpaint_mask_fraction=0.5",
+            "model.lr_decay_steps=6",
+            "callbacks.periodic_checkpoint.every_n_train_steps=1",
+            "logger=csv",
+        ]
+
+    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
+    run_train(overrides(straight), straight / "out")
+
+    killed = subprocess.run(
+        [
+            sys.executable, "train.py", *overrides(resumed),
+            "+callbacks.kill_switch._target_=killswitch.KillAtStep",
+            "+callbacks.kill_switch.step=3",
+            f"paths.output_dir={resumed}/out1",
+        ],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+        env={**os.environ, "PYTHONPATH": str(ROOT / "tests")},
+    )  # fmt: skip
+    assert killed.returncode == -9, killed.stderr[-3000:]
+    assert periodic_checkpoint(resumed / "logs")["global_step"] == 2
+
+    run_train([*overrides(resumed), "ckpt_path=last"], resumed / "out2")
+
+    expected, got = periodic_checkpoint(straight / "logs"), periodic_checkpoint(resumed / "logs")
+    assert got["global_step"] == expected["global_step"] == 6
+    transformer = [k for k in expected["state_dict"] if k.startswith("transformer.")]
+    assert transformer
+    for key in transformer:
+        torch.testing.assert_close(
+            got["state_dict"][key], expected["state_dict"][key], rtol=0, atol=1e-6,
+            msg=lambda m, key=key: f"{key}: {m}",
+        )  # fmt: skip

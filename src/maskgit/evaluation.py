@@ -157,7 +157,7 @@ def reference_loader(
     reference_dir: str, image_size: int, batch_size: int, trainer: L.Trainer
 ) -> DataLoader:
     dataset = ImageFolderDataset(reference_dir, image_size)
-    return make_loader(dataset, batch_size, num_workers=0, train=False, trainer=trainer)
+    return make_loader(dataset, batch_size, num_workers=0, trainer=trainer)
 
 
 def evaluate(cfg: DictConfig) -> float | None:

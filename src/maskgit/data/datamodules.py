@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import warnings
+from typing import Any
+
 import lightning as L
+import torch
 from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from lightning.pytorch.trainer.states import TrainerFn
 from torch.utils.data import DataLoader, Dataset, Subset
@@ -10,17 +14,18 @@ from torch.utils.data import DataLoader, Dataset, Subset
 from maskgit.data import token_cache
 from maskgit.data.datasets import ImageFolderDataset, InpaintingDataset, TokenDataset
 from maskgit.data.masks import MaskSource
+from maskgit.data.sampling import ResumableSampler
 
 
 def make_loader(
     dataset: Dataset,
     batch_size: int,
     num_workers: int,
-    train: bool,
     trainer: L.Trainer | None = None,
+    sampler: ResumableSampler | None = None,
 ) -> DataLoader:
-    sampler = None
-    if not train and trainer is not None and trainer.world_size > 1:
+    """A training loader when given a ``sampler``, else an evaluation loader."""
+    if sampler is None and trainer is not None and trainer.world_size > 1:
         # Lightning's default evaluation sampler pads ranks with repeated images, which would
         # count them twice in FID; this one gives every image to exactly one rank.
         sampler = UnrepeatedDistributedSampler(
@@ -30,14 +35,67 @@ def make_loader(
         dataset,
         batch_size=batch_size,
         sampler=sampler,
-        shuffle=train,
-        drop_last=train and len(dataset) > batch_size,
+        drop_last=isinstance(sampler, ResumableSampler) and len(dataset) > batch_size,
         num_workers=num_workers,
         persistent_workers=num_workers > 0,
     )
 
 
-class ImageDataModule(L.LightningDataModule):
+class ResumableTrainingData(L.LightningDataModule):
+    """Training batches a function of (seed, pass, position); checkpoints say where it stands.
+
+    ``state_dict`` records how many training batches were drawn when the checkpoint was
+    written; a run resumed from it (even one killed mid-epoch) skips those and continues
+    with exactly the batches the uninterrupted run would have drawn.
+    """
+
+    train_set: Dataset | None
+    _train_seed: int | None = None
+    _resume: dict[str, int] | None = None
+
+    @property
+    def train_seed(self) -> int:
+        # An unseeded run draws its data seed once; checkpoints keep it for the resume.
+        if self._train_seed is None:
+            self._train_seed = int(torch.randint(2**31, ()))
+        return self._train_seed
+
+    def train_sampler(self, batch_size: int) -> ResumableSampler:
+        trainer = self.trainer
+        sampler = ResumableSampler(
+            self.train_set,
+            batch_size,
+            num_replicas=trainer.world_size if trainer else 1,
+            rank=trainer.global_rank if trainer else 0,
+            seed=self.train_seed,
+        )
+        if self._resume:
+            sampler.resume(self._resume["batches_done"], self._resume["batches_per_pass"])
+            self._resume = None
+        return sampler
+
+    def state_dict(self) -> dict[str, Any]:
+        trainer = self.trainer
+        if trainer is None or trainer.state.fn != TrainerFn.FITTING:
+            return {}
+        # Lightning's cumulative batch count survives resumes; its epoch number may not.
+        progress = trainer.fit_loop.epoch_loop.batch_progress.total
+        return {
+            "seed": self.train_seed,
+            "batches_done": progress.processed,
+            "batches_per_pass": trainer.num_training_batches,
+        }
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        if state_dict:
+            self._train_seed = state_dict["seed"]
+            self._resume = {k: state_dict[k] for k in ("batches_done", "batches_per_pass")}
+            # Lightning only knows loaders that are stateful themselves; this one resumes
+            # through the datamodule, so its "not resumable" warning does not apply.
+            warnings.filterwarnings("ignore", message=".*your dataloader is not resumable")
+
+
+class ImageDataModule(ResumableTrainingData):
     """Train/val image folders for the stage-1 tokenizer."""
 
     def __init__(
@@ -49,9 +107,11 @@ class ImageDataModule(L.LightningDataModule):
         num_workers: int = 2,
         flip: bool = True,
         val_limit: int | None = None,
+        seed: int | None = 0,
     ) -> None:
         super().__init__()
         self.save_hyperparameters(logger=False)
+        self._train_seed = seed
         self.train_set: Dataset | None = None
         self.val_set: Dataset | None = None
 
@@ -64,15 +124,18 @@ class ImageDataModule(L.LightningDataModule):
             self.val_set = Subset(val, range(min(hp.val_limit, len(val)))) if hp.val_limit else val
 
     def train_dataloader(self) -> DataLoader:
-        return make_loader(self.train_set, self.hparams.batch_size, self.hparams.num_workers, True)
+        hp = self.hparams
+        return make_loader(
+            self.train_set, hp.batch_size, hp.num_workers, sampler=self.train_sampler(hp.batch_size)
+        )
 
     def val_dataloader(self) -> DataLoader:
         return make_loader(
-            self.val_set, self.hparams.batch_size, self.hparams.num_workers, False, self.trainer
+            self.val_set, self.hparams.batch_size, self.hparams.num_workers, self.trainer
         )
 
 
-class InpaintingDataModule(L.LightningDataModule):
+class InpaintingDataModule(ResumableTrainingData):
     """Stage 2: training tokens (cached) or images, and (image, mask) pairs for val/test.
 
     ``token_cache``: encode the training set once with the model's frozen tokenizer (in
@@ -98,9 +161,11 @@ class InpaintingDataModule(L.LightningDataModule):
         train_masks: MaskSource | None = None,
         val_limit: int | None = None,
         test_limit: int | None = None,
+        seed: int | None = 0,
     ) -> None:
         super().__init__()
         self.save_hyperparameters(logger=False, ignore=["val_masks", "test_masks", "train_masks"])
+        self._train_seed = seed
         self.val_masks = val_masks
         self.test_masks = test_masks or val_masks
         self.train_masks = train_masks
@@ -148,12 +213,15 @@ class InpaintingDataModule(L.LightningDataModule):
             self.test_set = InpaintingDataset(root, self.test_masks, hp.image_size, hp.test_limit)
 
     def train_dataloader(self) -> DataLoader:
-        return make_loader(self.train_set, self.hparams.batch_size, self.hparams.num_workers, True)
+        hp = self.hparams
+        return make_loader(
+            self.train_set, hp.batch_size, hp.num_workers, sampler=self.train_sampler(hp.batch_size)
+        )
 
     def val_dataloader(self) -> DataLoader:
         hp = self.hparams
-        return make_loader(self.val_set, hp.eval_batch_size, hp.num_workers, False, self.trainer)
+        return make_loader(self.val_set, hp.eval_batch_size, hp.num_workers, self.trainer)
 
     def test_dataloader(self) -> DataLoader:
         hp = self.hparams
-        return make_loader(self.test_set, hp.eval_batch_size, hp.num_workers, False, self.trainer)
+        return make_loader(self.test_set, hp.eval_batch_size, hp.num_workers, self.trainer)

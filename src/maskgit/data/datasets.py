@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
 from maskgit.data.images import list_images, load_image
 from maskgit.data.masks import MaskSource
+from maskgit.data.sampling import SampleKey, coin_flip, split_key
 
 
 class ImageFolderDataset(Dataset):
@@ -37,13 +37,15 @@ class ImageFolderDataset(Dataset):
     def __len__(self) -> int:
         return len(self.files)
 
-    def __getitem__(self, index: int) -> dict[str, Tensor | int]:
+    def __getitem__(self, key: int | SampleKey) -> dict[str, Tensor | int]:
+        index, seed = split_key(key)
         image = load_image(self.files[index], self.image_size, self.resize)
-        if self.flip and torch.rand(()) < 0.5:
+        if self.flip and coin_flip(seed):
             image = image.flip(-1)
         item: dict[str, Tensor | int] = {"image": image, "index": index}
         if self.masks is not None:
-            item["mask"] = self.masks.mask(index, self.files[index].stem, self.image_size)
+            stem = self.files[index].stem
+            item["mask"] = self.masks.mask(index, stem, self.image_size, draw_seed=seed)
         return item
 
 
@@ -87,10 +89,12 @@ class TokenDataset(Dataset):
     def __len__(self) -> int:
         return self.tokens.shape[0]
 
-    def __getitem__(self, index: int) -> dict[str, Tensor | int]:
+    def __getitem__(self, key: int | SampleKey) -> dict[str, Tensor | int]:
+        index, seed = split_key(key)
         views = self.tokens[index]
-        view = int(torch.randint(views.shape[0], ())) if views.shape[0] > 1 else 0
+        # Views are (image, flipped image): a coin flip picks one, as image flips would.
+        view = int(coin_flip(seed)) if views.shape[0] == 2 else 0
         item: dict[str, Tensor | int] = {"tokens": views[view].long(), "index": index}
         if self.masks is not None:
-            item["mask"] = self.masks.mask(index, str(index), self.image_size)
+            item["mask"] = self.masks.mask(index, str(index), self.image_size, draw_seed=seed)
         return item

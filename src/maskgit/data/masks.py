@@ -22,7 +22,8 @@ MaskKind = Literal["boxes", "strokes", "mixed", "half", "center"]
 class MaskSource:
     """A mask per image index (and file stem)."""
 
-    def mask(self, index: int, stem: str, size: int) -> Tensor:
+    def mask(self, index: int, stem: str, size: int, draw_seed: int | None = None) -> Tensor:
+        """``draw_seed`` seeds a fresh draw of an unseeded generator (training samplers)."""
         raise NotImplementedError
 
     def check_pairs(self, stems: list[str]) -> None:
@@ -52,7 +53,7 @@ class FolderMasks(MaskSource):
                 + "; ".join(parts)
             )
 
-    def mask(self, index: int, stem: str, size: int) -> Tensor:
+    def mask(self, index: int, stem: str, size: int, draw_seed: int | None = None) -> Tensor:
         return load_mask(self.by_stem[stem], size, self.invert)
 
 
@@ -82,13 +83,13 @@ class GeneratedMasks(MaskSource):
         self.box_share = box_share
         self.seed = seed
 
-    def _rng(self, index: int) -> np.random.Generator:
-        if self.seed is None:
-            return np.random.default_rng()
-        return np.random.default_rng([self.seed, index])
+    def _rng(self, index: int, draw_seed: int | None) -> np.random.Generator:
+        if self.seed is not None:
+            return np.random.default_rng([self.seed, index])
+        return np.random.default_rng(draw_seed)  # None: fresh OS entropy
 
-    def mask(self, index: int, stem: str, size: int) -> Tensor:
-        rng = self._rng(index)
+    def mask(self, index: int, stem: str, size: int, draw_seed: int | None = None) -> Tensor:
+        rng = self._rng(index, draw_seed)
         kind = self.kind
         if kind == "mixed":
             kind = "boxes" if rng.random() < self.box_share else "strokes"
