@@ -2,6 +2,10 @@
 
     python benchmarks/speed.py                    # CPU, small transformer
     python benchmarks/speed.py --transformer lab  # the lab's 72.7 M transformer (slow on CPU)
+    python benchmarks/speed.py --compile          # torch.compile the fast paths (default on GPU)
+
+On a GPU the fast paths run under bf16 autocast; model FLOPs utilisation (MFU) is the
+transformer's matmul FLOPs per second over the GPU's dense bf16 peak (--peak-tflops).
 
 Prints a table and the ratios behind the targets, and writes
 benchmarks/results/speed_<device>.{json,md}.
@@ -60,6 +64,26 @@ def transformer_config(name: str) -> dict:
     return {k: v for k, v in model.items() if not str(v).startswith("$")} | {
         "num_codebook_vectors": 1024
     }
+
+
+def forward_flops(config: dict, predicted: int, tokens: int = 256) -> float:
+    """Matmul FLOPs of one transformer forward over ``tokens`` tokens with the output head
+    on ``predicted`` of them (2 FLOPs per multiply-add; embeddings and norms ignored)."""
+    d, h, layers = config["dim"], config["hidden_dim"], config["n_layers"]
+    per_layer = 2 * tokens * (4 * d * d + 2 * d * h) + 4 * tokens * tokens * d
+    head = 2 * predicted * (d * d + d * config["num_codebook_vectors"])
+    return layers * per_layer + head
+
+
+# Dense bf16 tensor-core peaks (no sparsity), for MFU.
+PEAK_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0, "L40S": 362.0, "A10": 125.0}
+
+
+def peak_tflops(device: torch.device, override: float | None) -> float | None:
+    if override or device.type != "cuda":
+        return override
+    name = torch.cuda.get_device_name(device)
+    return next((peak for key, peak in PEAK_TFLOPS.items() if key in name), None)
 
 
 def build_tokenizer(name: str, device: torch.device) -> VQGAN:
@@ -123,7 +147,8 @@ def bench_training(
     device: torch.device,
     batch: int,
     steps: int,
-    fast_precision: str,
+    fast_bf16: bool,
+    fast_compile: bool,
 ) -> dict:
     """images/s of one MVTM training step: lab-style vs this framework's fast path."""
     images = torch.rand(batch, 3, 64, 64, device=device)
@@ -132,14 +157,18 @@ def bench_training(
         torch.manual_seed(0)
         model = BidirectionalTransformer(**config).to(device).train()
         model.set_attention_impl("manual" if path == "lab_style" else "sdpa")
+        if path == "fast" and fast_compile:
+            model.compile_blocks()
         optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
         cached = tokenizer.tokenize(images).flatten(1)
-        autocast = path == "fast" and fast_precision == "bf16" and device.type == "cuda"
+        autocast = path == "fast" and fast_bf16
+        masked_tokens = []
 
         def step() -> None:
             # The lab encodes every batch with the VQGAN; the fast path reads cached tokens.
             tokens = tokenizer.tokenize(images).flatten(1) if path == "lab_style" else cached
             mask = random_token_mask(batch, tokens.shape[1], cosine, device=device)
+            masked_tokens.append(int(mask.sum()))
             inputs = tokens.masked_fill(mask, model.mask_token_id)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
                 if path == "lab_style":  # full logits, then the masked rows
@@ -151,8 +180,12 @@ def bench_training(
             loss.backward()
             optimizer.step()
 
-        seconds = timed(step, device, steps)
-        results[path] = {"images_per_second": batch / seconds, "step_ms": seconds * 1e3}
+        seconds = timed(step, device, steps, warmup=3 if path == "fast" and fast_compile else 1)
+        # forward + backward = 3x the forward FLOPs; the head on the masked tokens on average.
+        predicted = statistics.mean(masked_tokens) / batch
+        flops = 3 * batch * forward_flops(config, predicted if path == "fast" else 256)
+        results[path] = {"images_per_second": batch / seconds, "step_ms": seconds * 1e3,
+                         "model_tflops_per_second": flops / seconds / 1e12}  # fmt: skip
     results["ratio_fast_over_lab_style"] = (
         results["fast"]["images_per_second"] / results["lab_style"]["images_per_second"]
     )
@@ -165,12 +198,15 @@ def peak_memory_mb(device: torch.device) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
 
 
-def bench_decoding(config: dict, tokenizer: VQGAN, device: torch.device, repeat: int) -> list[dict]:
+def bench_decoding(
+    config: dict, tokenizer: VQGAN, device: torch.device, repeat: int, compile: bool
+) -> list[dict]:
     torch.manual_seed(0)
     model = BidirectionalTransformer(**config).to(device).eval()
     rows = []
     for total_iter in (8, 20):
-        decoder = IterativeDecoder(cosine, total_iter=total_iter)
+        # precision "auto": bf16 autocast on a GPU, fp32 on the CPU.
+        decoder = IterativeDecoder(cosine, total_iter=total_iter, compile=compile)
         per_image = {}
         for batch in (1, 32):
             images = torch.rand(batch, 3, 64, 64, device=device)
@@ -179,10 +215,15 @@ def bench_decoding(config: dict, tokenizer: VQGAN, device: torch.device, repeat:
             if device.type == "cuda":
                 torch.cuda.reset_peak_memory_stats()
             seconds = timed(
-                lambda: inpaint(tokenizer, model, decoder, images, mask), device, repeat
-            )
+                lambda: inpaint(tokenizer, model, decoder, images, mask), device, repeat,
+                warmup=3 if compile else 1,
+            )  # fmt: skip
             per_image[batch] = batch / seconds
+            # Each step runs the blocks over all 256 tokens, the head on the 64 missing ones
+            # at most: an upper bound on the transformer's share of the work.
+            flops = batch * total_iter * forward_flops(config, predicted=64)
             rows.append({"total_iter": total_iter, "batch": batch, "images_per_second": batch / seconds,
+                         "model_tflops_per_second": flops / seconds / 1e12,
                          "peak_memory_mb": peak_memory_mb(device)})  # fmt: skip
         rows[-1]["batch32_over_batch1"] = per_image[32] / per_image[1]
     return rows
@@ -201,21 +242,27 @@ def markdown(results: dict) -> str:
             f"| {r['size']} | {r['what']} | {r['impl']} | {r['batch']} | {r['forward_ms']:.2f} | {r['fwd_bwd_ms']:.2f} | {r['max_abs_diff_vs_manual']:.2e} |"
         )
     t = results["training"]
+    peak = results.get("peak_tflops")
+
+    def mfu(row: dict) -> str:
+        return f"{100 * row['model_tflops_per_second'] / peak:.1f} %" if peak else "n/a"
+
+    extras = "".join(f", {x}" for x in results["fast_options"])
     lines += ["", f"## Training throughput ({results['transformer']} transformer, {results['tokenizer']} VQGAN, batch {results['train_batch']})", "",
-              "| path | images/s | step ms |", "|---|---|---|",
-              f"| lab-style (VQGAN encode per batch, manual attention, full logits, fp32) | {t['lab_style']['images_per_second']:.1f} | {t['lab_style']['step_ms']:.0f} |",
-              f"| fast (cached tokens, sdpa, masked-only head{', bf16' if results['device_type'] == 'cuda' else ''}) | {t['fast']['images_per_second']:.1f} | {t['fast']['step_ms']:.0f} |",
+              "| path | images/s | step ms | model TFLOP/s | MFU |", "|---|---|---|---|---|",
+              f"| lab-style (VQGAN encode per batch, manual attention, full logits, fp32) | {t['lab_style']['images_per_second']:.1f} | {t['lab_style']['step_ms']:.0f} | {t['lab_style']['model_tflops_per_second']:.3f} | {mfu(t['lab_style'])} |",
+              f"| fast (cached tokens, sdpa, masked-only head{extras}) | {t['fast']['images_per_second']:.1f} | {t['fast']['step_ms']:.0f} | {t['fast']['model_tflops_per_second']:.3f} | {mfu(t['fast'])} |",
               "", f"**fast / lab-style: {t['ratio_fast_over_lab_style']:.2f}x** (target >= 3x on CPU)"]  # fmt: skip
     lines += [
         "",
-        "## Decoding (inpainted images/s, 25 % hole)",
+        f"## Decoding (inpainted images/s, 25 % hole{extras})",
         "",
-        "| total_iter | batch | images/s | peak memory MB (GPU: allocated; CPU: process peak RSS) |",
-        "|---|---|---|---|",
+        "| total_iter | batch | images/s | transformer TFLOP/s | MFU | peak memory MB (GPU: allocated; CPU: process peak RSS) |",
+        "|---|---|---|---|---|---|",
     ]
     for r in results["decoding"]:
         lines.append(
-            f"| {r['total_iter']} | {r['batch']} | {r['images_per_second']:.1f} | {r['peak_memory_mb']:.0f} |"
+            f"| {r['total_iter']} | {r['batch']} | {r['images_per_second']:.1f} | {r['model_tflops_per_second']:.3f} | {mfu(r)} | {r['peak_memory_mb']:.0f} |"
         )
     for r in results["decoding"]:
         if "batch32_over_batch1" in r:
@@ -233,8 +280,14 @@ def main() -> None:
                         help="the VQGAN the lab-style path encodes every batch with (lab: its 70.8 M one)")  # fmt: skip
     parser.add_argument("--train-batch", type=int, default=32)
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
+                        help="torch.compile the fast paths (default: on a GPU only)")  # fmt: skip
+    parser.add_argument("--peak-tflops", type=float, default=None,
+                        help="the device's dense bf16 peak for MFU (default: known GPUs)")  # fmt: skip
     args = parser.parse_args()
     device = torch.device(args.device)
+    on_gpu = device.type == "cuda"
+    compile = on_gpu if args.compile is None else args.compile
     torch.manual_seed(0)
     # Random weights: speed does not depend on them. The lab-style training path encodes with
     # --tokenizer; decoding uses this framework's shipped tokenizer size (tokenizer/small).
@@ -249,13 +302,15 @@ def main() -> None:
         "transformer": args.transformer,
         "tokenizer": args.tokenizer,
         "train_batch": args.train_batch,
+        "fast_options": (["bf16 autocast"] if on_gpu else []) + (["torch.compile"] if compile else []),
+        "peak_tflops": peak_tflops(device, args.peak_tflops),
     }  # fmt: skip
     results["attention"] = bench_attention(device, args.repeat)
     results["attention"] += bench_transformer(config, args.transformer, device, 8, args.repeat)
     results["training"] = bench_training(
-        config, lab_path_tokenizer, device, args.train_batch, args.repeat, "bf16"
+        config, lab_path_tokenizer, device, args.train_batch, args.repeat, on_gpu, compile
     )
-    results["decoding"] = bench_decoding(config, decode_tokenizer, device, args.repeat)
+    results["decoding"] = bench_decoding(config, decode_tokenizer, device, args.repeat, compile)
 
     report = markdown(results)
     print(report)

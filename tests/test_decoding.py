@@ -234,3 +234,51 @@ def test_inpaint_without_decoder_raises(tiny_maskgit):
     images, masks = sample_batch(1)
     with pytest.raises(ValueError, match="decoder"):
         tiny_maskgit.inpaint(images, masks)
+
+
+# --- execution options: bf16 autocast and torch.compile ---------------------------------------
+
+
+def test_bf16_precision_runs_the_model_in_bf16_and_keeps_known_tokens(transformer):
+    seen: list[torch.dtype] = []
+    # A matmul's output: autocast keeps layer norms (and so the residual stream) in fp32.
+    qkv = transformer.blocks[0].Attention.qkv
+    hook = qkv.register_forward_hook(lambda m, i, out: seen.append(out.dtype))
+    try:
+        tokens, mask = random_tokens(2), mask_with_counts([60, 200])
+        out, _ = decode(transformer, tokens, mask, precision="bf16")
+        assert set(seen) == {torch.bfloat16}
+        seen.clear()
+        reference, _ = decode(transformer, tokens, mask, precision="auto")  # CPU: fp32
+        assert set(seen) == {torch.float32}
+    finally:
+        hook.remove()
+    assert torch.equal(out[~mask], tokens[~mask])
+    assert not (out[mask] == transformer.mask_token_id).any()
+    assert (out[mask] == reference[mask]).float().mean() > 0.5  # same model, rounded
+
+
+def test_precision_must_be_known():
+    with pytest.raises(ValueError, match="precision must be"):
+        IterativeDecoder(cosine, precision="fp8")
+
+
+@pytest.mark.slow
+def test_compiled_blocks_give_the_eager_logits():
+    torch.manual_seed(0)
+    eager = BidirectionalTransformer(**tiny_transformer_config(K)).eval()
+    compiled = BidirectionalTransformer(**tiny_transformer_config(K)).eval()
+    compiled.load_state_dict(eager.state_dict())
+    compiled.compile_blocks()
+    tokens, mask = random_tokens(2), mask_with_counts([60, 200])
+    with torch.inference_mode():
+        torch.testing.assert_close(
+            compiled.logits_at(tokens, mask), eager.logits_at(tokens, mask), rtol=1e-4, atol=1e-4
+        )
+    out, _ = decode(compiled, tokens, mask, compile=True)
+    assert torch.equal(out[~mask], tokens[~mask])
+    assert state_keys_unchanged(compiled, eager)
+
+
+def state_keys_unchanged(a: torch.nn.Module, b: torch.nn.Module) -> bool:
+    return list(a.state_dict()) == list(b.state_dict())

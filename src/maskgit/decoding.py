@@ -12,6 +12,7 @@ image decodes the same whether it is alone, in a batch, or on another DDP rank.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal
@@ -78,6 +79,10 @@ class IterativeDecoder:
         noise: "paper" anneals the noise as (1 - t/T); "lab" scales it by (1 - gamma(t/T)).
         token_threshold: a token is missing where more than this share of its pixels is.
         paste: paste the decoded image into the known pixels (False: raw VQGAN output).
+        precision: "auto" runs the transformer and the VQGAN decoder under bf16 autocast on
+            a GPU that supports it and in fp32 elsewhere; "32" and "bf16" force one.
+            Confidences, noise and the ranking are always fp32.
+        compile: ``torch.compile`` the transformer's blocks for decoding (first call slow).
     """
 
     def __init__(
@@ -91,6 +96,8 @@ class IterativeDecoder:
         noise: Literal["paper", "lab"] = "paper",
         token_threshold: float = 0.0,
         paste: bool = True,
+        precision: Literal["auto", "32", "bf16"] = "auto",
+        compile: bool = False,
     ) -> None:
         if total_iter < 1:
             raise ValueError(f"total_iter must be >= 1, got {total_iter}")
@@ -102,6 +109,9 @@ class IterativeDecoder:
             raise ValueError(f"noise must be 'paper' or 'lab', got {noise!r}")
         if temperature <= 0:
             raise ValueError(f"temperature must be > 0, got {temperature}")
+        precision = str(precision)
+        if precision not in ("auto", "32", "bf16"):
+            raise ValueError(f"precision must be 'auto', '32' or 'bf16', got {precision!r}")
         self.schedule = schedule
         self.total_iter = total_iter
         self.sweet_spot = sweet_spot
@@ -111,6 +121,17 @@ class IterativeDecoder:
         self.noise = noise
         self.token_threshold = token_threshold
         self.paste = paste
+        self.precision = precision
+        self.compile = compile
+
+    def autocast(self, device: torch.device) -> contextlib.AbstractContextManager:
+        """The autocast context of the model calls on ``device`` (a no-op in fp32)."""
+        bf16 = self.precision == "bf16" or (
+            self.precision == "auto" and device.type == "cuda" and torch.cuda.is_bf16_supported()
+        )
+        if not bf16:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
 
     @property
     def num_steps(self) -> int:
@@ -160,10 +181,13 @@ class IterativeDecoder:
         if steps is not None:
             steps.masks.append(unknown.clone())
         last = self.num_steps
+        autocast = self.autocast(device)
         for step in range(1, last + 1):
             if not unknown.any():
                 break
-            logits = logits_at(current, unknown).float() / self.temperature  # [M,K]
+            with autocast:
+                logits = logits_at(current, unknown)
+            logits = logits.float() / self.temperature  # [M,K]
             log_probs = torch.log_softmax(logits, dim=-1)
             if self.sample:  # Gumbel-max: a categorical sample from the hashed noise
                 rows, cols = unknown.nonzero().unbind(1)

@@ -46,6 +46,9 @@ def inpaint(
     return_steps: bool = False,
 ) -> InpaintResult:
     """Inpaint ``images`` [B,3,H,W] in [0,1] where ``pixel_mask`` [B,1,H,W] is 0."""
+    if decoder.compile:
+        transformer.compile_blocks()
+    # fp32 tokenization: nearest-code lookups are sensitive to rounding.
     tokens = tokenizer.tokenize(images)
     grid = tokens.shape[-1]
     token_mask = pixel_to_token_mask(pixel_mask, grid, decoder.token_threshold)
@@ -59,12 +62,15 @@ def inpaint(
         return_steps=return_steps,
     )
     filled = filled.view_as(tokens)
-    decoded = tokenizer.detokenize(filled)
+    autocast = decoder.autocast(images.device)
+    with autocast:
+        decoded = tokenizer.detokenize(filled).float()
     output = paste(images, decoded, pixel_mask) if decoder.paste else decoded
     result = InpaintResult(images=output, tokens=filled, token_mask=token_mask)
     if steps is not None:
         result.step_masks = [m.view_as(tokens) for m in steps.masks]
-        predictions = [tokenizer.detokenize(t.view_as(tokens)) for t in steps.tokens]
+        with autocast:
+            predictions = [tokenizer.detokenize(t.view_as(tokens)).float() for t in steps.tokens]
         if decoder.paste:
             predictions = [paste(images, p, pixel_mask) for p in predictions]
         result.step_images = predictions

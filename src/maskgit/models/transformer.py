@@ -95,6 +95,13 @@ class BidirectionalTransformer(nn.Module):
         for block in self.blocks:
             block.Attention.impl = impl
 
+    def compile_blocks(self, **kwargs) -> None:
+        """``torch.compile`` the encoder blocks (fixed [B,N,dim] shapes; the gathers around
+        them stay eager), once. Training and decoding both run through them."""
+        if not getattr(self, "_blocks_compiled", False):
+            self.blocks.compile(**kwargs)
+            self._blocks_compiled = True
+
     def hidden_states(self, tokens: Tensor) -> Tensor:
         """tokens [B,N] (ids in [0, K], K = [MASK]) -> features [B,N,dim]."""
         x = self.tok_emb(tokens) + self.pos_emb[: tokens.shape[1]]

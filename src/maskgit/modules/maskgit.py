@@ -108,7 +108,7 @@ class MaskGitModule(L.LightningModule):
             hydra.utils.instantiate(decoding) if decoding else None
         )
         if compile:
-            self.transformer.compile()
+            self.transformer.compile_blocks()
 
     # The tokenizer stays frozen in eval mode whatever the trainer does.
     def train(self, mode: bool = True) -> MaskGitModule:
