@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import warnings
 from pathlib import Path
@@ -351,6 +352,20 @@ def test_token_cache_is_built_once_per_tokenizer(few_images, tmp_path):
     assert len(list(cache.glob("*.pt"))) == 3
 
 
+def test_token_cache_follows_image_bytes_not_file_times(few_images, tmp_path):
+    tokenizer = tiny_tokenizer(0)
+    key = token_cache.cache_path(tmp_path, tokenizer, ImageFolderDataset(few_images, SIZE))
+    # A copy elsewhere, with new mtimes (plain cp, rsync without -t): the same cache.
+    copy = tmp_path / "copy"
+    shutil.copytree(few_images, copy, copy_function=shutil.copyfile)
+    first = sorted(copy.iterdir())[0]
+    os.utime(first, ns=(1, 1))
+    assert token_cache.cache_path(tmp_path, tokenizer, ImageFolderDataset(copy, SIZE)) == key
+    # One image replaced by another under the same name: a new cache.
+    shutil.copyfile(sorted((SAMPLE / "train").iterdir())[7], first)
+    assert token_cache.cache_path(tmp_path, tokenizer, ImageFolderDataset(copy, SIZE)) != key
+
+
 def test_token_dataset_serves_cached_views():
     image = torch.randint(0, 63, (2, 1, 16, 16), generator=torch.Generator().manual_seed(0))
     tokens = torch.cat([image, image + 1], dim=1).short()  # the two views differ everywhere
@@ -361,6 +376,15 @@ def test_token_dataset_serves_cached_views():
     assert item["mask"].shape == (1, SIZE, SIZE)
     views = {int(dataset[0]["tokens"][0, 0]) for _ in range(20)}
     assert views == {int(tokens[0, 0, 0, 0]), int(tokens[0, 1, 0, 0])}  # both views drawn
+    unflipped = TokenDataset(tokens, flip=False)
+    assert all(torch.equal(unflipped[0]["tokens"], tokens[0, 0].long()) for _ in range(10))
+
+
+def test_token_cache_refuses_augmented_images(few_images):
+    # A randomly flipped "stored" view would make the cache depend on the RNG.
+    flipping = ImageFolderDataset(few_images, SIZE, flip=True)
+    with pytest.raises(ValueError, match=r"stored images.*flip=True"):
+        token_cache.encode_dataset(tiny_tokenizer(0), flipping)
 
 
 # --- the resumable training sampler ---------------------------------------------------------

@@ -177,6 +177,10 @@ class InpaintingDataModule(ResumableTrainingData):
         hp = self.hparams
         return ImageFolderDataset(hp.train_dir, hp.image_size, flip=hp.flip, masks=self.train_masks)
 
+    def _stored_train_images(self) -> ImageFolderDataset:
+        """What the token cache encodes: the training images as stored, no augmentation."""
+        return ImageFolderDataset(self.hparams.train_dir, self.hparams.image_size)
+
     def _tokenizer(self):
         return self.trainer.lightning_module.tokenizer
 
@@ -190,7 +194,7 @@ class InpaintingDataModule(ResumableTrainingData):
             device = self.trainer.strategy.root_device
             tokenizer.to(device)
             token_cache.load_or_build(
-                tokenizer, self._train_images(), self.hparams.cache_dir,
+                tokenizer, self._stored_train_images(), self.hparams.cache_dir,
                 num_workers=self.hparams.num_workers,
             )  # fmt: skip
             tokenizer.cpu()
@@ -198,12 +202,13 @@ class InpaintingDataModule(ResumableTrainingData):
     def setup(self, stage: str) -> None:
         hp = self.hparams
         if stage == "fit" and self.train_set is None:
-            images = self._train_images()
             if hp.token_cache:
-                tokens = token_cache.load_or_build(self._tokenizer(), images, hp.cache_dir)
-                self.train_set = TokenDataset(tokens, self.train_masks, hp.image_size)
+                tokens = token_cache.load_or_build(
+                    self._tokenizer(), self._stored_train_images(), hp.cache_dir
+                )
+                self.train_set = TokenDataset(tokens, self.train_masks, hp.image_size, hp.flip)
             else:
-                self.train_set = images
+                self.train_set = self._train_images()
         if stage in ("fit", "validate") and self.val_set is None:
             self.val_set = InpaintingDataset(
                 hp.val_dir, self.val_masks, hp.image_size, hp.val_limit

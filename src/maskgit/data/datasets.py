@@ -79,12 +79,22 @@ class InpaintingDataset(Dataset):
 
 
 class TokenDataset(Dataset):
-    """Cached token grids [M, V, h, w] (V views: image, flipped image), one view per draw."""
+    """Cached token grids [M, V, h, w] (V views: image, flipped image), one view per draw.
 
-    def __init__(self, tokens: Tensor, masks: MaskSource | None = None, image_size: int = 64):
+    ``flip=False`` serves the stored image's view alone (as ``ImageFolderDataset`` would).
+    """
+
+    def __init__(
+        self,
+        tokens: Tensor,
+        masks: MaskSource | None = None,
+        image_size: int = 64,
+        flip: bool = True,
+    ) -> None:
         self.tokens = tokens
         self.masks = masks
         self.image_size = image_size
+        self.flip = flip
 
     def __len__(self) -> int:
         return self.tokens.shape[0]
@@ -93,7 +103,7 @@ class TokenDataset(Dataset):
         index, seed = split_key(key)
         views = self.tokens[index]
         # Views are (image, flipped image): a coin flip picks one, as image flips would.
-        view = int(coin_flip(seed)) if views.shape[0] == 2 else 0
+        view = int(coin_flip(seed)) if self.flip and views.shape[0] == 2 else 0
         item: dict[str, Tensor | int] = {"tokens": views[view].long(), "index": index}
         if self.masks is not None:
             item["mask"] = self.masks.mask(index, str(index), self.image_size, draw_seed=seed)

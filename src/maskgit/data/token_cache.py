@@ -1,8 +1,9 @@
 """Encode a training set once with the frozen tokenizer and reuse the token grids.
 
-The cache file name holds a fingerprint of the tokenizer's weights and of the image list,
-so retraining the tokenizer or changing the data builds a new cache instead of reusing a
-stale one.
+The cache file name holds a fingerprint of the tokenizer's weights and of the images'
+names and bytes, so retraining the tokenizer or changing the data builds a new cache
+instead of reusing a stale one, while copying the data elsewhere (new paths, new mtimes)
+keeps the cache valid.
 """
 
 from __future__ import annotations
@@ -34,10 +35,12 @@ def tokenizer_fingerprint(tokenizer: VQGAN) -> str:
 
 
 def dataset_fingerprint(dataset: ImageFolderDataset) -> str:
+    # File contents, not mtimes: a re-copied dataset keeps its cache. Hashing is far
+    # cheaper than encoding (about a second for 8k small images).
     digest = hashlib.sha1(f"{dataset.image_size}".encode())
     for path in dataset.files:
-        stat = path.stat()
-        digest.update(f"{path.name}:{stat.st_size}:{stat.st_mtime_ns}".encode())
+        digest.update(path.name.encode())
+        digest.update(hashlib.sha1(path.read_bytes()).digest())
     return digest.hexdigest()[:16]
 
 
@@ -54,7 +57,16 @@ def encode_dataset(
     num_workers: int = 0,
     with_flips: bool = True,
 ) -> Tensor:
-    """Token grids [M, V, h, w] (int16); V = 2 (image, horizontal flip) with flips."""
+    """Token grids [M, V, h, w] (int16); V = 2 (image, horizontal flip) with flips.
+
+    The dataset must serve the stored images: a randomly flipped view would make the
+    cache depend on the RNG (the training views are drawn from V later).
+    """
+    if dataset.flip or dataset.masks is not None:
+        raise ValueError(
+            "token cache: encode the stored images (ImageFolderDataset without flip or "
+            f"masks), got flip={dataset.flip}, masks={dataset.masks!r} for {dataset.root}"
+        )
     was_training = tokenizer.training
     tokenizer.eval()
     device = tokenizer.pixel_mean.device
