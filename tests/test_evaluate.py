@@ -134,6 +134,30 @@ def test_rerun_reuses_every_image(ckpt, first_run, tmp_path):
         assert metrics[name] == pytest.approx(first["metrics"]["metrics"][name], rel=1e-6)
 
 
+def test_rerun_of_an_interrupted_run_finishes_only_the_missing_images(ckpt, first_run, tmp_path):
+    # As a run killed after its first batch leaves it: 3 images written, a partial temp
+    # file of the 5th (images are written to a temp name, then renamed), no metrics yet.
+    first_dir, first = first_run
+    run_dir = tmp_path / "run"
+    shutil.copytree(first_dir, run_dir)
+    inpainted = run_dir / "inpainted"
+    for index in (3, 4, 5):
+        (inpainted / f"image_{index:03d}.png").unlink()
+    (inpainted / ".image_004.png.tmp").write_bytes(b"\x89PNG\r\n")
+    (run_dir / "metrics.json").unlink()
+    done = {p.name: p.stat().st_mtime_ns for p in inpainted.iterdir() if p.suffix == ".png"}
+
+    run_evaluate(ckpt, tmp_path / "logs", "total_iter=2", f"hydra.run.dir={run_dir}")
+    again = snapshot(run_dir)
+    metrics = again["metrics"]["metrics"]
+    assert metrics["num_reused"] == 3 and metrics["num_inpainted"] == 3
+    assert again["images"] == first["images"]  # same seed: the redone images are identical
+    for name, stamp in done.items():
+        assert (inpainted / name).stat().st_mtime_ns == stamp, f"{name} was written again"
+    for name in ("psnr", "ssim", "l1"):
+        assert metrics[name] == pytest.approx(first["metrics"]["metrics"][name], rel=1e-6)
+
+
 def test_rerun_under_ddp_counts_every_rank(ckpt, first_run, tmp_path):
     # Two CPU processes get 3 images each; the counts in metrics.json are of all 6.
     run_dir, first = first_run

@@ -14,6 +14,8 @@ import torch
 from conftest import CONF, ROOT, SAMPLE, compose_config
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from maskgit.checkpoints import CheckpointError
+from maskgit.modules.maskgit import NonFiniteLossError
 from maskgit.training import train
 
 # Groups composed into evaluate.yaml; every other group belongs to train.yaml.
@@ -335,7 +337,7 @@ def test_run_killed_mid_epoch_resumes_to_the_uninterrupted_state(
     killed = subprocess.run(
         [
             sys.executable, "train.py", *overrides(resumed),
-            "+callbacks.kill_switch._target_=killswitch.KillAtStep",
+            "+callbacks.kill_switch._target_=faults.KillAtStep",
             "+callbacks.kill_switch.step=3",
             f"paths.output_dir={resumed}/out1",
         ],
@@ -356,3 +358,32 @@ def test_run_killed_mid_epoch_resumes_to_the_uninterrupted_state(
             got["state_dict"][key], expected["state_dict"][key], rtol=0, atol=1e-6,
             msg=lambda m, key=key: f"{key}: {m}",
         )  # fmt: skip
+
+
+def test_non_finite_loss_stops_the_run_and_keeps_the_last_good_checkpoint(
+    tiny_tokenizer_path, data_root, tmp_path
+):
+    overrides = [
+        *stage2(tiny_tokenizer_path, data_root, tmp_path, steps=4),
+        "callbacks.periodic_checkpoint.every_n_train_steps=1",
+        "+callbacks.poison._target_=faults.PoisonAt",
+        "+callbacks.poison.step=2",
+    ]
+    with pytest.raises(NonFiniteLossError, match=r"at step 2"):
+        run_train(overrides, tmp_path / "out")
+    kept = periodic_checkpoint(tmp_path / "logs")
+    assert kept["global_step"] == 2
+    weights = [v for k, v in kept["state_dict"].items() if k.startswith("transformer.")]
+    assert weights and all(torch.isfinite(w).all() for w in weights)
+
+
+def test_resume_with_another_architecture_lists_what_does_not_fit(
+    tiny_tokenizer_path, data_root, tmp_path
+):
+    run_train(stage2(tiny_tokenizer_path, data_root, tmp_path, steps=1), tmp_path / "out1")
+    wider = [*stage2(tiny_tokenizer_path, data_root, tmp_path, steps=2), "ckpt_path=last"]
+    with pytest.raises(CheckpointError) as error:
+        run_train([*wider, "model.transformer.dim=48"], tmp_path / "out2")
+    message = str(error.value)
+    assert "last.ckpt" in message and "MaskGitModule" in message
+    assert "transformer.tok_emb.weight: expected (65, 48), got (65, 32)" in message

@@ -11,6 +11,7 @@ import lightning as L
 import pytest
 import torch
 from conftest import SAMPLE, tiny_tokenizer_config, tiny_transformer_config
+from faults import PoisonAt
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
@@ -274,19 +275,6 @@ def test_weight_decay_only_on_linear_weights(tiny_tokenizer_path):
 
 
 # --- non-finite losses ----------------------------------------------------------------------
-
-
-class PoisonAt(L.Callback):
-    """Sets every transformer weight to NaN before the batch of step ``step``."""
-
-    def __init__(self, step: int) -> None:
-        self.step = step
-
-    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
-        if trainer.global_step == self.step:
-            with torch.no_grad():
-                for param in pl_module.transformer.parameters():
-                    param.fill_(float("nan"))
 
 
 def test_non_finite_loss_stops_training_naming_the_step(tiny_tokenizer_path):

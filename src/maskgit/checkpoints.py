@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import lightning as L
 import torch
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 from torch import Tensor, nn
@@ -70,14 +71,25 @@ def describe_mismatch(expected: Mapping[str, Tensor], given: Mapping[str, Tensor
     return "\n".join(lines)
 
 
-def load_state_dict_strict(
-    module: nn.Module, state_dict: Mapping[str, Tensor], source: str
-) -> None:
+def require_fit(module: nn.Module, state_dict: Mapping[str, Tensor], source: str) -> None:
+    """A CheckpointError listing every key that does not fit, before torch's own error."""
     problem = describe_mismatch(module.state_dict(), state_dict)
     if problem:
         raise CheckpointError(
             f"{source}: does not fit {type(module).__name__} of this configuration:\n{problem}"
         )
+
+
+def checkpoint_source(module: L.LightningModule) -> str:
+    """The file a Lightning checkpoint is being restored from, where the trainer knows it."""
+    trainer = module._trainer
+    return str(trainer.ckpt_path) if trainer is not None and trainer.ckpt_path else "checkpoint"
+
+
+def load_state_dict_strict(
+    module: nn.Module, state_dict: Mapping[str, Tensor], source: str
+) -> None:
+    require_fit(module, state_dict, source)
     module.load_state_dict({k: v.float() for k, v in state_dict.items()}, strict=True)
 
 

@@ -17,11 +17,13 @@ from maskgit.checkpoints import (
     MASKGIT_FORMAT,
     TOKENIZER_FORMAT,
     CheckpointError,
+    checkpoint_source,
     half_state_dict,
     is_lab_transformer,
     load_state_dict_strict,
     load_tokenizer,
     read_checkpoint,
+    require_fit,
     resolve_path,
     save_atomic,
 )
@@ -260,6 +262,7 @@ class MaskGitModule(L.LightningModule):
             )
         for key, value in self.tokenizer.state_dict().items():
             checkpoint["state_dict"].setdefault(f"tokenizer.{key}", value)
+        require_fit(self, checkpoint["state_dict"], checkpoint_source(self))
         self._resume_rng_state = checkpoint.get("rng_state")
 
     def on_train_start(self) -> None:

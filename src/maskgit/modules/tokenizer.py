@@ -13,6 +13,7 @@ from torchmetrics import MetricCollection
 from torchmetrics.image import PeakSignalNoiseRatio, StructuralSimilarityIndexMeasure
 
 from maskgit.callbacks.images import log_image_grid
+from maskgit.checkpoints import checkpoint_source, require_fit
 from maskgit.metrics.codebook import CodebookUsage
 from maskgit.models.vqgan import VQGAN
 
@@ -98,6 +99,9 @@ class VQGANModule(L.LightningModule):
         """Images in [0,1] -> (reconstruction in [0,1], indices, quant loss)."""
         recon, indices, quant_loss = self.vqgan(self.vqgan.normalize(images))
         return self.vqgan.denormalize(recon), indices, quant_loss
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        require_fit(self, checkpoint["state_dict"], checkpoint_source(self))
 
     def _reconstruction_loss(self, recon: Tensor, target: Tensor) -> Tensor:
         loss = self.hparams.l1_weight * F.l1_loss(recon, target)
