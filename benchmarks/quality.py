@@ -2,10 +2,11 @@
 
     python benchmarks/quality.py                      # ../shared cat faces, all 1,000 val pairs
     python benchmarks/quality.py --limit 300 --quick  # fewer images and settings
+    python benchmarks/quality.py --limit 200 --name quality_grid200  # the full grid, 200 pairs
 
 Every run goes through evaluate.py's own code (InpaintingEvaluator under Trainer.test); the
 real images' Inception features are computed once and shared by all runs. Writes
-benchmarks/results/quality.{json,md}.
+benchmarks/results/<name>.{json,md} (name: quality).
 """
 
 from __future__ import annotations
@@ -68,6 +69,7 @@ def main() -> None:
     parser.add_argument("--limit", type=int, default=None, help="first N val pairs (default all)")
     parser.add_argument("--quick", action="store_true", help="fewer decoding settings")
     parser.add_argument("--batch-size", type=int, default=50)
+    parser.add_argument("--name", default="quality", help="results file stem")
     args = parser.parse_args()
 
     common = [f"data_root={args.data_root}", f"ckpt={args.ckpt}", "data.num_workers=0",
@@ -130,13 +132,16 @@ def write(table: list[dict], n_images: int, args) -> None:
     for schedule in ("cosine", "linear", "square"):
         summary[f"best_{schedule}"] = best(f"maskgit {schedule}")["run"]
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "quality.json").write_text(json.dumps({"summary": summary, "runs": table}, indent=2))
+    (RESULTS / f"{args.name}.json").write_text(
+        json.dumps({"summary": summary, "runs": table}, indent=2)
+    )
     lines = [
         f"# Inpainting quality ({n_images} val pairs of {Path(args.data_root).name}, "
         f"checkpoint {Path(args.ckpt).name}, device {'cuda' if torch.cuda.is_available() else 'cpu'})",
         "",
         "Command: `python benchmarks/quality.py"
-        + (f" --limit {args.limit}" if args.limit else "") + (" --quick" if args.quick else "") + "`",
+        + (f" --limit {args.limit}" if args.limit else "") + (" --quick" if args.quick else "")
+        + (f" --name {args.name}" if args.name != "quality" else "") + "`",
         "",
         "| run | FID | masked PSNR | masked SSIM | images/s |",
         "|---|---|---|---|---|",
@@ -149,7 +154,7 @@ def write(table: list[dict], n_images: int, args) -> None:
               f"vqgan_recon {summary['vqgan_recon_fid']:.2f} "
               f"(ratio {summary['best_maskgit_over_vqgan_recon']:.2f}x, target <= 2x); "
               f"opencv_telea {summary['opencv_telea_fid']:.2f}, opencv_ns {summary['opencv_ns_fid']:.2f}."]  # fmt: skip
-    (RESULTS / "quality.md").write_text("\n".join(lines) + "\n")
+    (RESULTS / f"{args.name}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
 
