@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import warnings
@@ -15,6 +16,7 @@ from PIL import Image
 from torch.utils.data import DataLoader
 
 from maskgit.data import token_cache
+from maskgit.data.datamodules import ImageDataModule
 from maskgit.data.datasets import ImageFolderDataset, InpaintingDataset, TokenDataset
 from maskgit.data.images import ImageFileError, load_image, load_mask
 from maskgit.data.masks import FolderMasks, GeneratedMasks, make_mask_source
@@ -435,3 +437,32 @@ def test_sample_seed_fixes_flip_and_generated_mask(tmp_path):
     # Eight seeds give both orientations and several masks.
     assert len({item["image"][0, 0, 0].item() for item in items}) == 2
     assert len({item["mask"].sum().item() for item in items}) > 1
+
+
+def sample_datamodule(seed: int | None = 3) -> ImageDataModule:
+    datamodule = ImageDataModule(str(SAMPLE / "train"), str(SAMPLE / "val"), SIZE, seed=seed)
+    datamodule.train_set = range(10)
+    return datamodule
+
+
+def test_rebuilt_loaders_go_on_to_the_next_pass():
+    # reload_dataloaders_every_n_epochs builds a new sampler each epoch: not pass 0 again.
+    datamodule = sample_datamodule()
+    first = list(datamodule.train_sampler(2))
+    second = list(datamodule.train_sampler(2))
+    assert first + second == drawn(ResumableSampler(range(10), batch_size=2, seed=3), 2)
+
+
+def test_resume_with_another_batch_size_starts_the_next_pass_with_a_warning(caplog):
+    saved = {"seed": 3, "batches_done": 3, "batches_per_pass": 5, "batch_size": 2,
+             "world_size": 1, "dataset_size": 10}  # fmt: skip
+    same = sample_datamodule(seed=None)
+    same.load_state_dict(saved)
+    assert list(same.train_sampler(2)) == list(ResumableSampler(range(10), 2, seed=3))[6:]
+
+    changed = sample_datamodule(seed=None)
+    changed.load_state_dict(saved)
+    with caplog.at_level(logging.WARNING, logger="maskgit.data.datamodules"):
+        keys = list(changed.train_sampler(4))
+    assert "batch_size 2 -> 4" in caplog.text and "pass 1" in caplog.text
+    assert keys == drawn(ResumableSampler(range(10), batch_size=4, seed=3), 2)[10:]

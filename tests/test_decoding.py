@@ -251,6 +251,11 @@ def test_bf16_precision_runs_the_model_in_bf16_and_keeps_known_tokens(transforme
         seen.clear()
         reference, _ = decode(transformer, tokens, mask, precision="auto")  # CPU: fp32
         assert set(seen) == {torch.float32}
+        seen.clear()
+        with torch.autocast("cpu", dtype=torch.bfloat16):  # as in a bf16-mixed Trainer
+            forced, _ = decode(transformer, tokens, mask, precision="32")
+        assert set(seen) == {torch.float32}
+        assert torch.equal(forced, reference)
     finally:
         hook.remove()
     assert torch.equal(out[~mask], tokens[~mask])
@@ -270,6 +275,7 @@ def test_compiled_blocks_give_the_eager_logits():
     compiled = BidirectionalTransformer(**tiny_transformer_config(K)).eval()
     compiled.load_state_dict(eager.state_dict())
     compiled.compile_blocks()
+    assert compiled.blocks._compiled_call_impl is not None  # really compiled, not eager
     tokens, mask = random_tokens(2), mask_with_counts([60, 200])
     with torch.inference_mode():
         torch.testing.assert_close(

@@ -12,7 +12,6 @@ image decodes the same whether it is alone, in a batch, or on another DDP rank.
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal
@@ -124,14 +123,13 @@ class IterativeDecoder:
         self.precision = precision
         self.compile = compile
 
-    def autocast(self, device: torch.device) -> contextlib.AbstractContextManager:
-        """The autocast context of the model calls on ``device`` (a no-op in fp32)."""
+    def autocast(self, device: torch.device) -> torch.autocast:
+        """The autocast context of the model calls on ``device``: bf16, or autocast off,
+        so that "32" stays fp32 even inside a bf16-mixed Trainer."""
         bf16 = self.precision == "bf16" or (
             self.precision == "auto" and device.type == "cuda" and torch.cuda.is_bf16_supported()
         )
-        if not bf16:
-            return contextlib.nullcontext()
-        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+        return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=bf16)
 
     @property
     def num_steps(self) -> int:

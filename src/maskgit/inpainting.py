@@ -48,8 +48,10 @@ def inpaint(
     """Inpaint ``images`` [B,3,H,W] in [0,1] where ``pixel_mask`` [B,1,H,W] is 0."""
     if decoder.compile:
         transformer.compile_blocks()
-    # fp32 tokenization: nearest-code lookups are sensitive to rounding.
-    tokens = tokenizer.tokenize(images)
+    # fp32 tokenization, also inside a bf16-mixed Trainer: nearest-code lookups are
+    # sensitive to rounding.
+    with torch.autocast(device_type=images.device.type, enabled=False):
+        tokens = tokenizer.tokenize(images.float())
     grid = tokens.shape[-1]
     token_mask = pixel_to_token_mask(pixel_mask, grid, decoder.token_threshold)
     filled, steps = decoder(

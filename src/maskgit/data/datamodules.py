@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import warnings
 from typing import Any
 
@@ -15,6 +16,8 @@ from maskgit.data import token_cache
 from maskgit.data.datasets import ImageFolderDataset, InpaintingDataset, TokenDataset
 from maskgit.data.masks import MaskSource
 from maskgit.data.sampling import ResumableSampler
+
+log = logging.getLogger(__name__)
 
 
 def make_loader(
@@ -35,7 +38,8 @@ def make_loader(
         dataset,
         batch_size=batch_size,
         sampler=sampler,
-        drop_last=isinstance(sampler, ResumableSampler) and len(dataset) > batch_size,
+        # Drop a ragged last batch, unless that would leave none (a rank's share is small).
+        drop_last=isinstance(sampler, ResumableSampler) and len(sampler) > batch_size,
         num_workers=num_workers,
         persistent_workers=num_workers > 0,
     )
@@ -52,44 +56,70 @@ class ResumableTrainingData(L.LightningDataModule):
     train_set: Dataset | None
     _train_seed: int | None = None
     _resume: dict[str, int] | None = None
-
-    @property
-    def train_seed(self) -> int:
-        # An unseeded run draws its data seed once; checkpoints keep it for the resume.
-        if self._train_seed is None:
-            self._train_seed = int(torch.randint(2**31, ()))
-        return self._train_seed
+    _sampler: ResumableSampler | None = None
 
     def train_sampler(self, batch_size: int) -> ResumableSampler:
         trainer = self.trainer
+        world_size = trainer.world_size if trainer else 1
+        if self._train_seed is None:
+            # An unseeded run draws its data seed once (the same on every rank: rank 0's);
+            # checkpoints keep it for the resume.
+            seed = int(torch.randint(2**31, ()))
+            self._train_seed = trainer.strategy.broadcast(seed) if world_size > 1 else seed
         sampler = ResumableSampler(
             self.train_set,
             batch_size,
-            num_replicas=trainer.world_size if trainer else 1,
+            num_replicas=world_size,
             rank=trainer.global_rank if trainer else 0,
-            seed=self.train_seed,
+            seed=self._train_seed,
         )
         if self._resume:
-            sampler.resume(self._resume["batches_done"], self._resume["batches_per_pass"])
+            self._resume_sampler(sampler, self._resume)
             self._resume = None
+        elif self._sampler is not None:  # loaders rebuilt (reload_dataloaders_every_n_epochs)
+            sampler.next_pass = self._sampler.next_pass
+        self._sampler = sampler
         return sampler
+
+    def _resume_sampler(self, sampler: ResumableSampler, state: dict[str, int]) -> None:
+        now = {
+            "batch_size": sampler.batch_size,
+            "world_size": sampler.num_replicas,
+            "dataset_size": len(sampler.dataset),
+        }
+        changed = {k: (state[k], v) for k, v in now.items() if k in state and state[k] != v}
+        if not changed:
+            sampler.resume(state["batches_done"], state["batches_per_pass"])
+            return
+        # The saved position means other samples now: go on at the next whole pass.
+        passes = -(-state["batches_done"] // state["batches_per_pass"])
+        sampler.resume(passes, 1)
+        described = ", ".join(f"{k} {old} -> {new}" for k, (old, new) in changed.items())
+        log.warning(
+            "training data changed since the checkpoint (%s): resuming at the start of "
+            "pass %d instead of mid-pass, so this run's batches differ from the saved run's",
+            described, passes,
+        )  # fmt: skip
 
     def state_dict(self) -> dict[str, Any]:
         trainer = self.trainer
-        if trainer is None or trainer.state.fn != TrainerFn.FITTING:
+        if trainer is None or trainer.state.fn != TrainerFn.FITTING or self._sampler is None:
             return {}
         # Lightning's cumulative batch count survives resumes; its epoch number may not.
         progress = trainer.fit_loop.epoch_loop.batch_progress.total
         return {
-            "seed": self.train_seed,
+            "seed": self._train_seed,
             "batches_done": progress.processed,
             "batches_per_pass": trainer.num_training_batches,
+            "batch_size": self._sampler.batch_size,
+            "world_size": self._sampler.num_replicas,
+            "dataset_size": len(self._sampler.dataset),
         }
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         if state_dict:
             self._train_seed = state_dict["seed"]
-            self._resume = {k: state_dict[k] for k in ("batches_done", "batches_per_pass")}
+            self._resume = dict(state_dict)
             # Lightning only knows loaders that are stateful themselves; this one resumes
             # through the datamodule, so its "not resumable" warning does not apply.
             warnings.filterwarnings("ignore", message=".*your dataloader is not resumable")
