@@ -387,3 +387,39 @@ def test_resume_with_another_architecture_lists_what_does_not_fit(
     message = str(error.value)
     assert "last.ckpt" in message and "MaskGitModule" in message
     assert "transformer.tok_emb.weight: expected (65, 48), got (65, 32)" in message
+
+
+def test_init_from_starts_a_fresh_run_from_another_runs_weights(
+    tiny_tokenizer_path, data_root, tmp_path
+):
+    source, tuned = tmp_path / "source", tmp_path / "tuned"
+    run_train(stage2(tiny_tokenizer_path, data_root, source, steps=2), source / "out")
+    source_ckpt = source / "logs" / "checkpoints" / "test" / "last.ckpt"
+    # lr 0: the fine-tune run takes one step that changes nothing, so it ends on exactly the
+    # source weights (a run from the seed's initialisation would not), at its own step 1.
+    run_train(
+        [
+            *stage2(tiny_tokenizer_path, data_root, tuned, steps=1),
+            f"init_from={source_ckpt}",
+            "model.lr=0",
+        ],
+        tuned / "out",
+    )
+    expected, got = transformer_weights(source / "logs"), transformer_weights(tuned / "logs")
+    assert last_checkpoint(tuned / "logs")["global_step"] == 1
+    assert expected.keys() == got.keys()
+    for key in expected:
+        assert torch.equal(got[key], expected[key]), key
+
+    with pytest.raises(CheckpointError) as error:
+        run_train(
+            [
+                *stage2(tiny_tokenizer_path, data_root, tmp_path / "wider", steps=1),
+                f"init_from={source_ckpt}",
+                "model.transformer.dim=48",
+            ],
+            tmp_path / "wider" / "out",
+        )
+    message = str(error.value)
+    assert "init_from=" in message and "last.ckpt" in message
+    assert "tok_emb.weight: expected (65, 48), got (65, 32)" in message

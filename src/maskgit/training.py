@@ -49,6 +49,12 @@ def train(cfg: DictConfig) -> float | None:
     datamodule: L.LightningDataModule = hydra.utils.instantiate(cfg.data)
     log.info("Instantiating model <%s>", cfg.model._target_)
     model: L.LightningModule = hydra.utils.instantiate(cfg.model, _recursive_=False)
+    if cfg.get("init_from"):
+        if not hasattr(model, "init_from"):
+            raise ValueError(
+                f"init_from is for MaskGIT transformers; {type(model).__name__} has no warm start"
+            )
+        model.init_from(cfg.init_from)
     callbacks: list[Callback] = instantiate_group(cfg.get("callbacks"), "callback")
     monitor_logged_metric(callbacks)
     loggers: list[Logger] = instantiate_group(cfg.get("logger"), "logger")

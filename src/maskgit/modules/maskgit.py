@@ -237,6 +237,20 @@ class MaskGitModule(L.LightningModule):
             "lr_scheduler": {"scheduler": scheduler, "interval": "step"},
         }
 
+    def init_from(self, path: str | Path) -> None:
+        """Start the transformer from another run's weights (fine-tuning): a fresh optimizer and
+        LR schedule, unlike ``ckpt_path`` which resumes that run where it stopped."""
+        _, state, recorded = _read_maskgit(path)
+        expected = (recorded or {}).get("fingerprint")
+        if expected and expected != self.tokenizer_fingerprint:
+            raise CheckpointError(
+                f"init_from={str(path)!r}: was trained over a tokenizer with fingerprint "
+                f"{expected}, but {self.hparams.tokenizer_ckpt!r} has "
+                f"{self.tokenizer_fingerprint}: its tokens mean something else"
+            )
+        load_state_dict_strict(self.transformer, state, f"init_from={str(path)!r}")
+        log.info("transformer initialised from %s", path)
+
     # --- checkpoints: the frozen tokenizer is referenced, not copied ---------------------
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         state = checkpoint["state_dict"]
