@@ -241,14 +241,9 @@ class MaskGitModule(L.LightningModule):
         """Start the transformer from another run's weights (fine-tuning): a fresh optimizer and
         LR schedule, unlike ``ckpt_path`` which resumes that run where it stopped."""
         _, state, recorded = _read_maskgit(path)
-        expected = (recorded or {}).get("fingerprint")
-        if expected and expected != self.tokenizer_fingerprint:
-            raise CheckpointError(
-                f"init_from={str(path)!r}: was trained over a tokenizer with fingerprint "
-                f"{expected}, but {self.hparams.tokenizer_ckpt!r} has "
-                f"{self.tokenizer_fingerprint}: its tokens mean something else"
-            )
-        load_state_dict_strict(self.transformer, state, f"init_from={str(path)!r}")
+        source = f"init_from={str(path)!r}"
+        _require_same_tokenizer(source, recorded, self, repr(self.hparams.tokenizer_ckpt))
+        load_state_dict_strict(self.transformer, state, source)
         log.info("transformer initialised from %s", path)
 
     # --- checkpoints: the frozen tokenizer is referenced, not copied ---------------------
@@ -340,6 +335,18 @@ def _find_tokenizer(path: str | Path, recorded: dict | None, override: str | Non
     return found
 
 
+def _require_same_tokenizer(
+    source: str, recorded: dict | None, module: MaskGitModule, tokenizer_name: str
+) -> None:
+    """Weights trained over another tokenizer would read its codes as something else."""
+    expected = (recorded or {}).get("fingerprint")
+    if expected and expected != module.tokenizer_fingerprint:
+        raise CheckpointError(
+            f"{source}: was trained over a tokenizer with fingerprint {expected}, but "
+            f"{tokenizer_name} has {module.tokenizer_fingerprint}: its tokens mean something else"
+        )
+
+
 def load_maskgit(path: str | Path, tokenizer_ckpt: str | None = None) -> MaskGitModule:
     """A ready MaskGitModule (eval mode) from our compact file, a Lightning checkpoint, or
     the lab's transformer state_dict (with ``tokenizer_ckpt``)."""
@@ -347,12 +354,7 @@ def load_maskgit(path: str | Path, tokenizer_ckpt: str | None = None) -> MaskGit
     tokenizer_path = _find_tokenizer(path, recorded, tokenizer_ckpt)
     hparams.update(tokenizer_ckpt=str(tokenizer_path), compile=False)
     module = MaskGitModule(**hparams)
-    expected = (recorded or {}).get("fingerprint")
-    if expected and expected != module.tokenizer_fingerprint:
-        raise CheckpointError(
-            f"{path}: was trained over a tokenizer with fingerprint {expected}, but "
-            f"{tokenizer_path} has {module.tokenizer_fingerprint}: its tokens mean something else"
-        )
+    _require_same_tokenizer(str(path), recorded, module, str(tokenizer_path))
     load_state_dict_strict(module.transformer, state, str(path))
     return module.eval()
 
