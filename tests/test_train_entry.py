@@ -11,10 +11,12 @@ from pathlib import Path
 import hydra
 import pytest
 import torch
-from conftest import CONF, ROOT, SAMPLE, compose_config
+from conftest import CONF, FID_WEIGHTS, ROOT, SAMPLE, compose_config
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from maskgit.checkpoints import CheckpointError
+from maskgit.checkpoints import CheckpointError, load_tokenizer
+from maskgit.data.images import load_image
+from maskgit.data.token_cache import tokenizer_fingerprint
 from maskgit.modules.maskgit import NonFiniteLossError
 from maskgit.training import train
 
@@ -185,6 +187,64 @@ def test_stage1_tokenizer_fit(data_root, tmp_path):
     assert any(k.startswith("vqgan.codebook.") for k in checkpoint["state_dict"])
     # The checkpoint monitor follows the tokenizer's metric.
     assert "val/psnr" in (out / "csv" / "version_0" / "metrics.csv").read_text()
+
+
+def decoder_finetune(tokenizer: Path, data: Path, tmp: Path, fid: bool) -> list[str]:
+    """Overrides for two batches of experiment=decoder_cats over the tiny tokenizer."""
+    return [
+        "experiment=decoder_cats",
+        "tokenizer=tiny",
+        f"init_from={tokenizer}",
+        f"data_root={data}",
+        f"paths.log_dir={tmp}/logs",
+        f"metrics.fid.enabled={str(fid).lower()}",
+        f"metrics.fid.weights_path={FID_WEIGHTS}",
+        "metrics.fid.required=true",
+        "model.lr=1e-2",
+        "data.num_workers=0",
+        "data.batch_size=4",
+        "data.val_limit=4",
+        "trainer.max_epochs=1",
+        "trainer.max_time=null",
+        "trainer.log_every_n_steps=1",
+        "+trainer.limit_train_batches=2",
+        "+trainer.num_sanity_val_steps=0",
+        "run_name=test",
+    ]
+
+
+def test_decoder_finetune_keeps_every_token(tiny_tokenizer_path, data_root, tmp_path):
+    # experiment=decoder_cats: the shipped recipe (patch-GAN with adaptive weight, frozen
+    # encoder and codebook) from a trained tokenizer: the decoder moves, no token changes.
+    out = tmp_path / "out"
+    run_train(decoder_finetune(tiny_tokenizer_path, data_root, tmp_path, fid=False), out)
+    checkpoint = tmp_path / "logs" / "checkpoints" / "test" / "last.ckpt"
+    tuned = load_tokenizer(checkpoint)
+    original = load_tokenizer(tiny_tokenizer_path)
+    changed = {
+        key for key, value in original.state_dict().items()
+        if not torch.equal(value, tuned.state_dict()[key])
+    }  # fmt: skip
+    assert changed and all(k.startswith(("decoder.", "post_quant_conv.")) for k in changed)
+    images = torch.stack([load_image(p, 64) for p in sorted((data_root / "train").iterdir())])
+    assert torch.equal(tuned.tokenize(images), original.tokenize(images))
+    assert tokenizer_fingerprint(tuned) == tokenizer_fingerprint(original)
+
+    metrics = (out / "csv" / "version_0" / "metrics.csv").read_text()
+    assert "train/g_adv" in metrics and "train/d_loss" in metrics and "train/gan_weight" in metrics
+    # Without FID the best checkpoint follows val/psnr instead of val/rfid.
+    assert list((tmp_path / "logs" / "checkpoints" / "test").glob("epoch*.ckpt"))
+
+
+def test_decoder_finetune_logs_reconstruction_fid(tiny_tokenizer_path, data_root, tmp_path):
+    if not FID_WEIGHTS.is_file():
+        pytest.skip(f"needs the TF-FID Inception weights at {FID_WEIGHTS} (../shared/models)")
+    out = tmp_path / "out"
+    run_train(decoder_finetune(tiny_tokenizer_path, data_root, tmp_path, fid=True), out)
+    rows = (out / "csv" / "version_0" / "metrics.csv").read_text().splitlines()
+    column = rows[0].split(",").index("val/rfid")
+    values = [float(row.split(",")[column]) for row in rows[1:] if row.split(",")[column]]
+    assert len(values) == 1 and values[0] > 0
 
 
 # --- configuration -----------------------------------------------------------------------

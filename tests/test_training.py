@@ -350,6 +350,35 @@ def test_checkpoint_without_its_tokenizer_names_it(trained_checkpoint, tmp_path)
     assert load_maskgit(path, tokenizer_ckpt=str(tmp_path / "elsewhere.pt")) is not None
 
 
+def test_a_retrained_decoder_keeps_the_maskgit_over_its_tokenizer(trained_checkpoint):
+    # Decoder-only fine-tuning (experiment=decoder_cats) changes no token: the MaskGIT trained
+    # over the tokenizer loads with the new decoder and decodes through it.
+    path, tokenizer, _ = trained_checkpoint
+    before = load_maskgit(path)
+    data = torch.load(tokenizer, map_location="cpu")
+    for key, value in data["state_dict"].items():
+        if key.startswith(("decoder.", "post_quant_conv.")):
+            data["state_dict"][key] = value + 0.05
+    torch.save(data, tokenizer)
+    after = load_maskgit(path)
+    assert after.tokenizer_fingerprint == before.tokenizer_fingerprint
+    tokens = torch.randint(0, K, (2, 4, 4))
+    assert not torch.allclose(
+        after.tokenizer.detokenize(tokens), before.tokenizer.detokenize(tokens)
+    )
+
+
+def test_checkpoint_recording_the_whole_weights_fingerprint_still_loads(trained_checkpoint):
+    # Checkpoints written before decoder fine-tuning existed hashed every tokenizer weight.
+    path, tokenizer, module = trained_checkpoint
+    data = torch.load(path, map_location="cpu", weights_only=True)
+    data["tokenizer"]["fingerprint"] = tokenizer_fingerprint(load_tokenizer(tokenizer), whole=True)
+    assert data["tokenizer"]["fingerprint"] != module.tokenizer_fingerprint
+    torch.save(data, path)
+    assert load_maskgit(path) is not None
+    assert MaskGitModule.load_from_checkpoint(path, map_location="cpu") is not None
+
+
 def test_checkpoint_with_another_tokenizer_is_refused(trained_checkpoint, tmp_path):
     path, tokenizer, _ = trained_checkpoint
     other = save_tokenizer(tmp_path / "other.pt", seed=1)

@@ -51,9 +51,7 @@ def train(cfg: DictConfig) -> float | None:
     model: L.LightningModule = hydra.utils.instantiate(cfg.model, _recursive_=False)
     if cfg.get("init_from"):
         if not hasattr(model, "init_from"):
-            raise ValueError(
-                f"init_from is for MaskGIT transformers; {type(model).__name__} has no warm start"
-            )
+            raise ValueError(f"init_from: {type(model).__name__} has no warm start")
         model.init_from(cfg.init_from)
     callbacks: list[Callback] = instantiate_group(cfg.get("callbacks"), "callback")
     monitor_logged_metric(callbacks)

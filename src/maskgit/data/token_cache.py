@@ -1,7 +1,7 @@
 """Encode a training set once with the frozen tokenizer and reuse the token grids.
 
-The cache file name holds a fingerprint of the tokenizer's weights and of the images'
-names and bytes, so retraining the tokenizer or changing the data builds a new cache
+The cache file name holds a fingerprint of the tokenizer's encoding weights and of the
+images' names and bytes, so retraining the tokenizer or changing the data builds a new cache
 instead of reusing a stale one, while copying the data elsewhere (new paths, new mtimes)
 keeps the cache valid.
 """
@@ -24,14 +24,31 @@ from maskgit.models.vqgan import VQGAN
 log = logging.getLogger(__name__)
 
 
-def tokenizer_fingerprint(tokenizer: VQGAN) -> str:
+# What decides an image's tokens. The decoder side (post_quant_conv, decoder) is left out: a
+# decoder retrained over the frozen codebook keeps every token, its cache and its MaskGIT.
+TOKEN_DEFINING_PREFIXES = ("encoder.", "quant_conv.", "codebook.")
+
+
+def tokenizer_fingerprint(tokenizer: VQGAN, whole: bool = False) -> str:
+    """A hash of the weights that map images to tokens, and of the pixel normalisation
+    (``whole``: of every weight, as checkpoints written before decoder fine-tuning record)."""
     digest = hashlib.sha1()
     for name, tensor in tokenizer.state_dict().items():
+        if not (whole or name.startswith(TOKEN_DEFINING_PREFIXES)):
+            continue
         digest.update(name.encode())
         digest.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
     for buffer in (tokenizer.pixel_mean, tokenizer.pixel_std):
         digest.update(buffer.cpu().numpy().tobytes())
     return digest.hexdigest()[:16]
+
+
+def same_tokens(tokenizer: VQGAN, recorded_fingerprint: str) -> bool:
+    """Whether a fingerprint recorded by a MaskGIT checkpoint is this tokenizer's."""
+    return recorded_fingerprint in (
+        tokenizer_fingerprint(tokenizer),
+        tokenizer_fingerprint(tokenizer, whole=True),
+    )
 
 
 def dataset_fingerprint(dataset: ImageFolderDataset) -> str:

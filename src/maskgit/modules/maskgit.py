@@ -27,7 +27,7 @@ from maskgit.checkpoints import (
     resolve_path,
     save_atomic,
 )
-from maskgit.data.token_cache import tokenizer_fingerprint
+from maskgit.data.token_cache import same_tokens, tokenizer_fingerprint
 from maskgit.decoding import IterativeDecoder
 from maskgit.inpainting import InpaintResult, inpaint
 from maskgit.masking import pixel_to_token_mask, random_token_mask
@@ -263,7 +263,7 @@ class MaskGitModule(L.LightningModule):
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         expected = checkpoint.get("tokenizer", {}).get("fingerprint")
-        if expected and expected != self.tokenizer_fingerprint:
+        if expected and not same_tokens(self.tokenizer, expected):
             raise ValueError(
                 f"this checkpoint was trained over tokenizer {checkpoint['tokenizer']['path']!r} "
                 f"(fingerprint {expected}); the one loaded ({self.hparams.tokenizer_ckpt!r}) is "
@@ -340,7 +340,7 @@ def _require_same_tokenizer(
 ) -> None:
     """Weights trained over another tokenizer would read its codes as something else."""
     expected = (recorded or {}).get("fingerprint")
-    if expected and expected != module.tokenizer_fingerprint:
+    if expected and not same_tokens(module.tokenizer, expected):
         raise CheckpointError(
             f"{source}: was trained over a tokenizer with fingerprint {expected}, but "
             f"{tokenizer_name} has {module.tokenizer_fingerprint}: its tokens mean something else"

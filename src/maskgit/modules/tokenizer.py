@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+from pathlib import Path
 from typing import Any
 
 import lightning as L
@@ -13,9 +15,17 @@ from torchmetrics import MetricCollection
 from torchmetrics.image import PeakSignalNoiseRatio, StructuralSimilarityIndexMeasure
 
 from maskgit.callbacks.images import log_image_grid
-from maskgit.checkpoints import checkpoint_source, require_fit
+from maskgit.checkpoints import (
+    CheckpointError,
+    checkpoint_source,
+    load_state_dict_strict,
+    load_tokenizer,
+    require_fit,
+)
 from maskgit.metrics.codebook import CodebookUsage
 from maskgit.models.vqgan import VQGAN
+
+log = logging.getLogger(__name__)
 
 
 def plain_config(config: Any) -> Any:
@@ -56,6 +66,11 @@ class VQGANModule(L.LightningModule):
 
     Logs reconstruction PSNR/SSIM, codebook usage and perplexity, and image grids.
     Dead codes (unused for ``restart_every`` steps) are moved onto current encoder outputs.
+
+    ``freeze_encoder`` trains the decoder side only (``post_quant_conv`` + decoder): the
+    tokens of every image stay the same, so a MaskGIT trained over the tokenizer stays valid
+    with the new decoder. ``adaptive_gan_weight`` scales the adversarial gradient at the last
+    decoder layer to ``gan_weight`` times the reconstruction gradient (Esser et al., 2021).
     """
 
     def __init__(
@@ -70,6 +85,10 @@ class VQGANModule(L.LightningModule):
         restart_every: int = 200,
         gan_weight: float = 0.0,
         gan_start_step: int = 2000,
+        adaptive_gan_weight: bool = False,
+        disc_channels: int = 64,
+        disc_layers: int = 3,
+        freeze_encoder: bool = False,
         num_log_images: int = 8,
     ) -> None:
         super().__init__()
@@ -78,7 +97,14 @@ class VQGANModule(L.LightningModule):
         self.save_hyperparameters()  # the plain-dict vqgan config too: checkpoints rebuild it
         self.vqgan = VQGAN(**vqgan)
         self.use_gan = gan_weight > 0
-        self.discriminator = PatchDiscriminator() if self.use_gan else None
+        self.discriminator = (
+            PatchDiscriminator(channels=disc_channels, n_layers=disc_layers)
+            if self.use_gan
+            else None
+        )
+        if freeze_encoder:
+            for part in self.encoding_side():
+                part.requires_grad_(False)
         # Two optimizers (generator, discriminator) need manual optimization.
         self.automatic_optimization = not self.use_gan
         num_codes = self.vqgan.num_codebook_vectors
@@ -100,6 +126,38 @@ class VQGANModule(L.LightningModule):
         recon, indices, quant_loss = self.vqgan(self.vqgan.normalize(images))
         return self.vqgan.denormalize(recon), indices, quant_loss
 
+    def encoding_side(self) -> list[nn.Module]:
+        """The parts that decide an image's tokens (frozen by ``freeze_encoder``)."""
+        return [self.vqgan.encoder, self.vqgan.quant_conv, self.vqgan.codebook]
+
+    def train(self, mode: bool = True) -> VQGANModule:
+        super().train(mode)
+        if self.hparams.freeze_encoder:
+            for part in self.encoding_side():
+                part.eval()
+        return self
+
+    def init_from(self, path: str | Path) -> None:
+        """Start from a trained tokenizer (any format ``load_tokenizer`` reads) with a fresh
+        optimizer: e.g. fine-tune the shipped tokenizer's decoder."""
+        source = f"init_from={str(path)!r}"
+        try:
+            weights = load_tokenizer(path, self.hparams.vqgan)
+        except CheckpointError as error:
+            raise CheckpointError(f"{source}: {error}") from error
+        load_state_dict_strict(self.vqgan, weights.state_dict(), source)
+        same_normalisation = torch.equal(weights.pixel_mean, self.vqgan.pixel_mean) and (
+            torch.equal(weights.pixel_std, self.vqgan.pixel_std)
+        )
+        if not same_normalisation:
+            raise CheckpointError(
+                f"{source}: was trained with pixel_mean {weights.pixel_mean.flatten().tolist()} "
+                f"/ pixel_std {weights.pixel_std.flatten().tolist()}, but tokenizer config has "
+                f"{self.vqgan.pixel_mean.flatten().tolist()} / "
+                f"{self.vqgan.pixel_std.flatten().tolist()}"
+            )
+        log.info("tokenizer initialised from %s", path)
+
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         require_fit(self, checkpoint["state_dict"], checkpoint_source(self))
 
@@ -109,31 +167,44 @@ class VQGANModule(L.LightningModule):
 
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor | None:
         target = self.vqgan.normalize(batch["image"])
-        latents = self.vqgan.encode_latents(target)
-        z_q, indices, quant_loss = self.vqgan.codebook(latents)
+        frozen = self.hparams.freeze_encoder
+        with torch.set_grad_enabled(torch.is_grad_enabled() and not frozen):
+            latents = self.vqgan.encode_latents(target)
+            z_q, indices, quant_loss = self.vqgan.codebook(latents)
         recon = self.vqgan.decode(z_q)
         rec_loss = self._reconstruction_loss(recon, target)
-        loss = rec_loss + self.hparams.quant_weight * quant_loss
+        loss = rec_loss if frozen else rec_loss + self.hparams.quant_weight * quant_loss
         self.log_dict(
             {"train/rec_loss": rec_loss, "train/quant_loss": quant_loss},
             prog_bar=True, on_step=True, on_epoch=False,
         )  # fmt: skip
         if self.use_gan:
-            self._gan_step(loss, recon, target)
-        self._track_codes(indices, latents)
+            self._gan_step(loss, rec_loss, recon, target)
+        if not frozen:  # a frozen codebook keeps its codes where the tokens expect them
+            self._track_codes(indices, latents)
         if self.use_gan:
             return None
         self.log("train/loss", loss, on_step=True, on_epoch=False)
         return loss
 
-    def _gan_step(self, vq_loss: Tensor, recon: Tensor, target: Tensor) -> None:
+    def _adversarial_weight(self, rec_loss: Tensor, g_adv: Tensor) -> Tensor:
+        if not self.hparams.adaptive_gan_weight:
+            return torch.tensor(self.hparams.gan_weight, device=g_adv.device)
+        last_layer = self.vqgan.decoder.model[-1].weight
+        rec_grad = torch.autograd.grad(rec_loss, last_layer, retain_graph=True)[0]
+        adv_grad = torch.autograd.grad(g_adv, last_layer, retain_graph=True)[0]
+        ratio = rec_grad.norm() / (adv_grad.norm() + 1e-4)
+        return self.hparams.gan_weight * ratio.clamp(0.0, 1e4).detach()
+
+    def _gan_step(self, vq_loss: Tensor, rec_loss: Tensor, recon: Tensor, target: Tensor) -> None:
         opt_g, opt_d = self.optimizers()
         active = self.global_step >= self.hparams.gan_start_step
         g_loss = vq_loss
         if active:
             g_adv = -self.discriminator(recon).mean()
-            g_loss = g_loss + self.hparams.gan_weight * g_adv
-            self.log("train/g_adv", g_adv, on_step=True)
+            weight = self._adversarial_weight(rec_loss, g_adv)
+            g_loss = g_loss + weight * g_adv
+            self.log_dict({"train/g_adv": g_adv, "train/gan_weight": weight}, on_step=True)
         opt_g.zero_grad()
         self.manual_backward(g_loss)
         self.clip_gradients(opt_g, gradient_clip_val=1.0, gradient_clip_algorithm="norm")
@@ -190,7 +261,7 @@ class VQGANModule(L.LightningModule):
             self._val_images = None
 
     def configure_optimizers(self):
-        generator_params = list(self.vqgan.parameters())
+        generator_params = [p for p in self.vqgan.parameters() if p.requires_grad]
         opt_g = torch.optim.AdamW(
             generator_params, lr=self.hparams.lr, betas=tuple(self.hparams.betas),
             weight_decay=self.hparams.weight_decay,
