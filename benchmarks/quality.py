@@ -3,6 +3,7 @@
     python benchmarks/quality.py                      # ../shared cat faces, all 1,000 val pairs
     python benchmarks/quality.py --limit 300 --quick  # fewer images and settings
     python benchmarks/quality.py --limit 200 --name quality_grid200  # the full grid, 200 pairs
+    python benchmarks/quality.py --tokenizer new_vqgan.pt --name quality_new  # another decoder
 
 Every run goes through evaluate.py's own code (InpaintingEvaluator under Trainer.test); the
 real images' Inception features are computed once and shared by all runs. Writes
@@ -66,14 +67,20 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--data-root", default=str(ROOT.parent / "shared" / "data" / "cat_faces"))
     parser.add_argument("--ckpt", default=str(ROOT / "checkpoints" / "maskgit_cats.pt"))
+    parser.add_argument(
+        "--tokenizer", default=None, help="another tokenizer file (e.g. a fine-tuned decoder)"
+    )
     parser.add_argument("--limit", type=int, default=None, help="first N val pairs (default all)")
     parser.add_argument("--quick", action="store_true", help="fewer decoding settings")
+    parser.add_argument("--only", nargs="+", metavar="RUN", help="these runs only (their labels)")
     parser.add_argument("--batch-size", type=int, default=50)
     parser.add_argument("--name", default="quality", help="results file stem")
     args = parser.parse_args()
 
     common = [f"data_root={args.data_root}", f"ckpt={args.ckpt}", "data.num_workers=0",
               f"data.eval_batch_size={args.batch_size}", "resume=false"]  # fmt: skip
+    if args.tokenizer:
+        common.append(f"tokenizer_ckpt={args.tokenizer}")
     if args.limit:
         common.append(f"data.test_limit={args.limit}")
     base = compose_eval(common)
@@ -86,8 +93,14 @@ def main() -> None:
     for batch in loader:
         fid.update(batch["image"], real=True)
 
+    specs = runs(args.quick)
+    if args.only:
+        unknown = set(args.only) - {label for label, _ in specs}
+        if unknown:
+            parser.error(f"--only: unknown runs {sorted(unknown)}; runs: {[s[0] for s in specs]}")
+        specs = [(label, overrides) for label, overrides in specs if label in args.only]
     table = []
-    for label, overrides in runs(args.quick):
+    for label, overrides in specs:
         cfg = compose_eval(common + overrides)
         method = hydra.utils.instantiate(cfg.method)
         fid.reset()
@@ -118,7 +131,7 @@ def write(table: list[dict], n_images: int, args, final: bool) -> None:
         return min(rows, key=lambda r: r["fid"])
 
     RESULTS.mkdir(parents=True, exist_ok=True)
-    if not final:
+    if not final or args.only:  # a subset has no summary of the whole comparison
         partial = {"summary": {"images": n_images, "complete": False}, "runs": table}
         (RESULTS / f"{args.name}.json").write_text(json.dumps(partial, indent=2))
         return
@@ -143,9 +156,12 @@ def write(table: list[dict], n_images: int, args, final: bool) -> None:
     )
     lines = [
         f"# Inpainting quality ({n_images} val pairs of {Path(args.data_root).name}, "
-        f"checkpoint {Path(args.ckpt).name}, device {'cuda' if torch.cuda.is_available() else 'cpu'})",
+        f"checkpoint {Path(args.ckpt).name}"
+        + (f", tokenizer {Path(args.tokenizer).name}" if args.tokenizer else "")
+        + f", device {'cuda' if torch.cuda.is_available() else 'cpu'})",
         "",
         "Command: `python benchmarks/quality.py"
+        + (f" --tokenizer {args.tokenizer}" if args.tokenizer else "")
         + (f" --limit {args.limit}" if args.limit else "") + (" --quick" if args.quick else "")
         + (f" --name {args.name}" if args.name != "quality" else "") + "`",
         "",

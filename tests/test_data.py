@@ -382,6 +382,22 @@ def test_token_dataset_serves_cached_views():
     assert all(torch.equal(unflipped[0]["tokens"], tokens[0, 0].long()) for _ in range(10))
 
 
+def test_token_dataset_serves_the_image_of_the_drawn_view(few_images):
+    tokenizer = tiny_tokenizer(0)
+    stored = ImageFolderDataset(few_images, SIZE)
+    tokens = token_cache.encode_dataset(tokenizer, stored)
+    dataset = TokenDataset(tokens, GeneratedMasks(seed=0), SIZE, flip=True, images=stored)
+    flips = set()
+    for seed in range(12):
+        item = dataset[SampleKey(1, seed)]
+        assert torch.equal(tokenizer.tokenize(item["image"][None])[0], item["tokens"])
+        flips.add(torch.equal(item["image"], stored[1]["image"].flip(-1)))
+    assert flips == {True, False}
+    (few_images / stored.files[0].name).unlink()
+    with pytest.raises(ValueError, match=r"3 grids but .* has 2 images"):
+        TokenDataset(tokens, images=ImageFolderDataset(few_images, SIZE))
+
+
 def test_token_cache_refuses_augmented_images(few_images):
     # A randomly flipped "stored" view would make the cache depend on the RNG.
     flipping = ImageFolderDataset(few_images, SIZE, flip=True)

@@ -11,6 +11,7 @@ from torch import Tensor
 
 from maskgit.data.images import load_image, load_mask
 from maskgit.decoding import IterativeDecoder
+from maskgit.inpainting import hide_missing
 from maskgit.masking import pixel_to_token_mask
 from maskgit.models.transformer import BidirectionalTransformer
 from maskgit.schedules import cosine, linear
@@ -210,13 +211,36 @@ def test_inpaint_keeps_known_pixels_exactly(tiny_maskgit):
     assert not torch.equal(result.images, images)  # the holes were filled with something
     token_mask = pixel_to_token_mask(masks, 16)
     assert torch.equal(result.token_mask, token_mask)
-    # Known tokens are the tokenizer's tokens of the input.
-    reference = model.tokenizer.tokenize(images)
+    # Known tokens are the tokenizer's tokens of the input with its holes hidden.
+    reference = model.tokenizer.tokenize(hide_missing(images, masks))
     assert torch.equal(result.tokens[~token_mask], reference[~token_mask])
     steps = model.decoder.num_steps
     assert len(result.step_masks) == steps + 1 and len(result.step_images) == steps
     for step_image in result.step_images:
         assert torch.equal(step_image[known], images[known])
+
+
+def test_inpaint_never_looks_at_the_missing_pixels(tiny_maskgit):
+    model = tiny_maskgit.eval()
+    images, masks = sample_batch()
+    noisy = images.clone()
+    hole = masks.expand_as(images) == 0
+    noisy[hole] = torch.rand(int(hole.sum()))
+    first = model.inpaint(images, masks, keys=torch.arange(3))
+    second = model.inpaint(noisy, masks, keys=torch.arange(3))
+    assert torch.equal(first.tokens, second.tokens)
+    assert torch.equal(first.images, second.images)
+
+
+def test_hide_missing_fills_holes_with_the_known_mean_colour():
+    images = torch.rand(2, 3, 8, 8)
+    masks = torch.ones(2, 1, 8, 8)
+    masks[:, :, 2:5, 3:7] = 0
+    hidden = hide_missing(images, masks)
+    known = masks.expand_as(images) == 1
+    assert torch.equal(hidden[known], images[known])
+    mean = images[0, 1][masks[0, 0] == 1].mean()
+    torch.testing.assert_close(hidden[0, 1, 3, 4], mean)
 
 
 def test_inpaint_without_paste_is_the_decoded_image(tiny_maskgit):

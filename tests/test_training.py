@@ -19,6 +19,7 @@ from maskgit.checkpoints import TOKENIZER_FORMAT, CheckpointError, load_tokenize
 from maskgit.data.images import load_image
 from maskgit.data.masks import GeneratedMasks
 from maskgit.data.token_cache import tokenizer_fingerprint
+from maskgit.inpainting import hide_missing
 from maskgit.masking import pixel_to_token_mask
 from maskgit.models.vqgan import VQGAN
 from maskgit.modules.maskgit import (
@@ -235,6 +236,39 @@ def test_inpainting_masks_become_the_training_token_masks(tiny_tokenizer_path):
     a = plain.training_token_mask(tokens, pixel, torch.Generator().manual_seed(5))
     b = plain.training_token_mask(tokens, None, torch.Generator().manual_seed(5))
     assert torch.equal(a, b)
+
+
+def test_inpainting_rows_see_the_image_with_its_hole_hidden(tiny_tokenizer_path):
+    # Inference tokenizes the image with its hole hidden; training with inpainting masks
+    # shows the transformer the same known tokens, and keeps the whole image's as targets.
+    module = make_module(tiny_tokenizer_path, inpaint_mask_fraction=1.0).eval()
+    files = sorted((SAMPLE / "train").iterdir())[:4]
+    images = torch.stack([load_image(f, 64) for f in files])
+    masks = GeneratedMasks(kind="mixed", hole_range=(0.2, 0.5), seed=0)
+    pixel = torch.stack([masks.mask(i, str(i), 64) for i in range(4)])
+    tokens = module.tokenizer.tokenize(images).flatten(1)
+    token_mask = module.training_token_mask(tokens, pixel, torch.Generator().manual_seed(0))
+    token_mask[3] = torch.rand(N, generator=torch.Generator().manual_seed(1)) < 0.5  # MVTM row
+    batch = {"image": images, "mask": pixel}
+    visible = module.visible_tokens(batch, tokens, token_mask)
+    hidden = module.tokenizer.tokenize(hide_missing(images, pixel)).flatten(1)
+    assert torch.equal(visible[:3], hidden[:3])
+    assert torch.equal(visible[3], tokens[3])  # a random MVTM mask: the whole image's tokens
+    assert not torch.equal(hidden[:3], tokens[:3])  # the hole does reach the known tokens
+    # Cached tokens without images are used as they are.
+    assert torch.equal(module.visible_tokens({"mask": pixel}, tokens, token_mask), tokens)
+
+    captured = {}
+
+    def spy(inputs, mask):
+        captured["inputs"] = inputs
+        return original(inputs, mask)
+
+    original = module.transformer.logits_at
+    module.transformer.logits_at = spy
+    module.mvtm_step(tokens, token_mask, visible)
+    expected = visible.masked_fill(token_mask, module.mask_token_id)
+    assert torch.equal(captured["inputs"], expected)
 
 
 # --- optimizer ----------------------------------------------------------------------------

@@ -34,6 +34,18 @@ def paste(known: Tensor, generated: Tensor, pixel_mask: Tensor) -> Tensor:
     return pixel_mask * known + (1.0 - pixel_mask) * generated
 
 
+def hide_missing(images: Tensor, pixel_mask: Tensor) -> Tensor:
+    """The missing pixels replaced by each image's mean known colour.
+
+    The encoder sees beyond a token's own pixels (convolutions, its non-local block), so
+    tokenizing the whole image would let the hidden content leak into the known tokens.
+    """
+    known = pixel_mask.expand_as(images)
+    count = known.sum(dim=(2, 3), keepdim=True).clamp_min(1.0)
+    mean_colour = (images * known).sum(dim=(2, 3), keepdim=True) / count
+    return paste(images, mean_colour.expand_as(images), pixel_mask)
+
+
 @torch.inference_mode()
 def inpaint(
     tokenizer: VQGAN,
@@ -45,13 +57,14 @@ def inpaint(
     seed: int = 0,
     return_steps: bool = False,
 ) -> InpaintResult:
-    """Inpaint ``images`` [B,3,H,W] in [0,1] where ``pixel_mask`` [B,1,H,W] is 0."""
+    """Inpaint ``images`` [B,3,H,W] in [0,1] where ``pixel_mask`` [B,1,H,W] is 0; the
+    missing pixels of ``images`` are never looked at."""
     if decoder.compile:
         transformer.compile_blocks()
     # fp32 tokenization, also inside a bf16-mixed Trainer: nearest-code lookups are
     # sensitive to rounding.
     with torch.autocast(device_type=images.device.type, enabled=False):
-        tokens = tokenizer.tokenize(images.float())
+        tokens = tokenizer.tokenize(hide_missing(images.float(), pixel_mask.float()))
     grid = tokens.shape[-1]
     token_mask = pixel_to_token_mask(pixel_mask, grid, decoder.token_threshold)
     filled, steps = decoder(

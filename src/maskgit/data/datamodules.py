@@ -236,7 +236,11 @@ class InpaintingDataModule(ResumableTrainingData):
                 tokens = token_cache.load_or_build(
                     self._tokenizer(), self._stored_train_images(), hp.cache_dir
                 )
-                self.train_set = TokenDataset(tokens, self.train_masks, hp.image_size, hp.flip)
+                # With inpainting masks the images come along: training hides their holes.
+                images = self._stored_train_images() if self.train_masks is not None else None
+                self.train_set = TokenDataset(
+                    tokens, self.train_masks, hp.image_size, hp.flip, images=images
+                )
             else:
                 self.train_set = self._train_images()
         if stage in ("fit", "validate") and self.val_set is None:

@@ -82,6 +82,8 @@ class TokenDataset(Dataset):
     """Cached token grids [M, V, h, w] (V views: image, flipped image), one view per draw.
 
     ``flip=False`` serves the stored image's view alone (as ``ImageFolderDataset`` would).
+    ``images`` (the stored images the tokens were encoded from) adds the drawn view's image:
+    with inpainting masks, training re-encodes it with the hole hidden, as inference does.
     """
 
     def __init__(
@@ -90,11 +92,18 @@ class TokenDataset(Dataset):
         masks: MaskSource | None = None,
         image_size: int = 64,
         flip: bool = True,
+        images: ImageFolderDataset | None = None,
     ) -> None:
+        if images is not None and len(images) != tokens.shape[0]:
+            raise ValueError(
+                f"token cache has {tokens.shape[0]} grids but {images.root} has {len(images)} "
+                "images"
+            )
         self.tokens = tokens
         self.masks = masks
         self.image_size = image_size
         self.flip = flip
+        self.images = images
 
     def __len__(self) -> int:
         return self.tokens.shape[0]
@@ -105,6 +114,9 @@ class TokenDataset(Dataset):
         # Views are (image, flipped image): a coin flip picks one, as image flips would.
         view = int(coin_flip(seed)) if self.flip and views.shape[0] == 2 else 0
         item: dict[str, Tensor | int] = {"tokens": views[view].long(), "index": index}
+        if self.images is not None:
+            image = self.images[index]["image"]
+            item["image"] = image.flip(-1) if view else image
         if self.masks is not None:
             item["mask"] = self.masks.mask(index, str(index), self.image_size, draw_seed=seed)
         return item

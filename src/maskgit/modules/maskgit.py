@@ -29,7 +29,7 @@ from maskgit.checkpoints import (
 )
 from maskgit.data.token_cache import same_tokens, tokenizer_fingerprint
 from maskgit.decoding import IterativeDecoder
-from maskgit.inpainting import InpaintResult, inpaint
+from maskgit.inpainting import InpaintResult, hide_missing, inpaint
 from maskgit.masking import pixel_to_token_mask, random_token_mask
 from maskgit.models.transformer import BidirectionalTransformer
 from maskgit.models.vqgan import VQGAN
@@ -146,9 +146,33 @@ class MaskGitModule(L.LightningModule):
         use &= shaped.any(1)  # a hole-free mask gives no loss; keep the random one
         return torch.where(use[:, None], shaped, mask)
 
-    def mvtm_step(self, tokens: Tensor, token_mask: Tensor) -> tuple[Tensor, Tensor]:
-        """Loss and masked-token accuracy for one batch of token grids."""
-        inputs = tokens.masked_fill(token_mask, self.mask_token_id)
+    def visible_tokens(
+        self, batch: dict[str, Tensor], tokens: Tensor, token_mask: Tensor
+    ) -> Tensor:
+        """The tokens the transformer sees at unmasked positions: for rows masked by their
+        inpainting mask, those of the image with its hole hidden, as inference sees them
+        (:func:`maskgit.inpainting.hide_missing`); the targets stay the whole image's tokens.
+        Needs the images in the batch (``data.token_cache=false``); cached tokens are used as
+        they are."""
+        pixel_mask = batch.get("mask")
+        if "image" not in batch or pixel_mask is None:
+            return tokens
+        shaped = pixel_to_token_mask(pixel_mask, self.token_grid).flatten(1)
+        rows = shaped.any(1) & (shaped == token_mask).all(1)
+        if not rows.any():
+            return tokens
+        hidden = hide_missing(batch["image"][rows], pixel_mask[rows].to(batch["image"].dtype))
+        visible = tokens.clone()
+        visible[rows] = self.tokenizer.tokenize(hidden).flatten(1)
+        return visible
+
+    def mvtm_step(
+        self, tokens: Tensor, token_mask: Tensor, visible: Tensor | None = None
+    ) -> tuple[Tensor, Tensor]:
+        """Loss and masked-token accuracy for one batch of token grids (``visible``: what the
+        transformer sees at the unmasked positions, default ``tokens``)."""
+        visible = tokens if visible is None else visible
+        inputs = visible.masked_fill(token_mask, self.mask_token_id)
         logits = self.transformer.logits_at(inputs, token_mask)
         targets = tokens[token_mask]
         loss = mvtm_loss(logits, targets, self.hparams.label_smoothing)
@@ -158,7 +182,8 @@ class MaskGitModule(L.LightningModule):
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor | None:
         tokens = self.tokens_of(batch)
         token_mask = self.training_token_mask(tokens, batch.get("mask"))
-        loss, accuracy = self.mvtm_step(tokens, token_mask)
+        visible = self.visible_tokens(batch, tokens, token_mask)
+        loss, accuracy = self.mvtm_step(tokens, token_mask, visible)
         if not torch.isfinite(loss):
             message = (
                 f"non-finite training loss ({loss.item()}) at step {self.global_step} "
@@ -182,7 +207,8 @@ class MaskGitModule(L.LightningModule):
         # Fixed masks per batch: validation losses of different epochs compare.
         generator = torch.Generator().manual_seed(batch_idx)
         token_mask = self.training_token_mask(tokens, batch.get("mask"), generator)
-        loss, accuracy = self.mvtm_step(tokens, token_mask)
+        visible = self.visible_tokens(batch, tokens, token_mask)
+        loss, accuracy = self.mvtm_step(tokens, token_mask, visible)
         self.log_dict(
             {"val/loss": loss, "val/masked_acc": accuracy},
             prog_bar=True, on_epoch=True, sync_dist=True, batch_size=tokens.shape[0],
