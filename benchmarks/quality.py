@@ -76,6 +76,8 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=50)
     parser.add_argument("--name", default="quality", help="results file stem")
     args = parser.parse_args()
+    if (args.only or args.tokenizer) and args.name == "quality":
+        parser.error("--only / --tokenizer: give --name too, so the committed results stay")
 
     common = [f"data_root={args.data_root}", f"ckpt={args.ckpt}", "data.num_workers=0",
               f"data.eval_batch_size={args.batch_size}", "resume=false"]  # fmt: skip
@@ -132,7 +134,8 @@ def write(table: list[dict], n_images: int, args, final: bool) -> None:
 
     RESULTS.mkdir(parents=True, exist_ok=True)
     if not final or args.only:  # a subset has no summary of the whole comparison
-        partial = {"summary": {"images": n_images, "complete": False}, "runs": table}
+        summary = {"images": n_images, "complete": False, "arguments": vars(args)}
+        partial = {"summary": summary, "runs": table}
         (RESULTS / f"{args.name}.json").write_text(json.dumps(partial, indent=2))
         return
     maskgit_best = best("maskgit")
@@ -145,6 +148,7 @@ def write(table: list[dict], n_images: int, args, final: bool) -> None:
         "opencv_telea_fid": best("opencv_telea")["fid"],
         "opencv_ns_fid": best("opencv_ns")["fid"],
         "masked_input_fid": best("masked_input")["fid"],
+        "arguments": vars(args),
     }
     summary["best_maskgit_over_vqgan_recon"] = (
         summary["best_maskgit_fid"] / summary["vqgan_recon_fid"]

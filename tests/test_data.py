@@ -340,6 +340,11 @@ def test_token_cache_is_built_once_per_tokenizer(few_images, tmp_path):
     torch.save(marker, files[0])
     assert torch.equal(token_cache.load_or_build(tokenizer, dataset, cache), marker)
 
+    # A setting without weights that changes every token changes the key as well.
+    cosine = tiny_tokenizer(0)
+    cosine.codebook.l2_normalize = not tokenizer.codebook.l2_normalize
+    assert token_cache.tokenizer_fingerprint(cosine) != token_cache.tokenizer_fingerprint(tokenizer)
+
     # Another tokenizer builds its own cache file next to the first.
     other = tiny_tokenizer(1)
     assert token_cache.tokenizer_fingerprint(other) != token_cache.tokenizer_fingerprint(tokenizer)

@@ -232,6 +232,19 @@ def test_inpaint_never_looks_at_the_missing_pixels(tiny_maskgit):
     assert torch.equal(first.images, second.images)
 
 
+@pytest.mark.parametrize(
+    ("make_mask", "message"),
+    [
+        (lambda m: m[:, 0], r"expected shape \[3, 1, 64, 64\]"),
+        (lambda m: m * 255, r"values must lie in \[0, 1\].*255"),
+    ],
+)
+def test_inpaint_names_a_bad_mask(tiny_maskgit, make_mask, message):
+    images, masks = sample_batch()
+    with pytest.raises(ValueError, match=message):
+        tiny_maskgit.eval().inpaint(images, make_mask(masks))
+
+
 def test_hide_missing_fills_holes_with_the_known_mean_colour():
     images = torch.rand(2, 3, 8, 8)
     masks = torch.ones(2, 1, 8, 8)
@@ -241,6 +254,12 @@ def test_hide_missing_fills_holes_with_the_known_mean_colour():
     assert torch.equal(hidden[known], images[known])
     mean = images[0, 1][masks[0, 0] == 1].mean()
     torch.testing.assert_close(hidden[0, 1, 3, 4], mean)
+    # Partly known pixels are hidden too, and nothing of a hole (not even NaN) gets through.
+    masks[:, :, 0, 0] = 0.5
+    images[:, :, 2:5, 3:7] = float("nan")
+    hidden = hide_missing(images, masks)
+    assert torch.isfinite(hidden).all()
+    assert torch.equal(hidden[:, :, 0, 0], hidden[:, :, 3, 4])
 
 
 def test_inpaint_without_paste_is_the_decoded_image(tiny_maskgit):

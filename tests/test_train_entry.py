@@ -11,13 +11,14 @@ from pathlib import Path
 import hydra
 import pytest
 import torch
-from conftest import CONF, FID_WEIGHTS, ROOT, SAMPLE, compose_config
+from conftest import CONF, FID_WEIGHTS, ROOT, SAMPLE, compose_config, tiny_tokenizer_config
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from maskgit.checkpoints import CheckpointError, load_tokenizer
 from maskgit.data.images import load_image
 from maskgit.data.token_cache import tokenizer_fingerprint
 from maskgit.modules.maskgit import NonFiniteLossError
+from maskgit.modules.tokenizer import VQGANModule
 from maskgit.training import train
 
 # Groups composed into evaluate.yaml; every other group belongs to train.yaml.
@@ -234,6 +235,16 @@ def test_decoder_finetune_keeps_every_token(tiny_tokenizer_path, data_root, tmp_
     assert "train/g_adv" in metrics and "train/d_loss" in metrics and "train/gan_weight" in metrics
     # Without FID the best checkpoint follows val/psnr instead of val/rfid.
     assert list((tmp_path / "logs" / "checkpoints" / "test").glob("epoch*.ckpt"))
+
+
+def test_tokenizer_init_from_refuses_other_token_settings(tiny_tokenizer_path):
+    config = tiny_tokenizer_config()
+    config["l2_normalize_codes"] = not config.get("l2_normalize_codes", False)
+    module = VQGANModule(vqgan=config)
+    with pytest.raises(CheckpointError, match=r"init_from=.*l2_normalize_codes"):
+        module.init_from(tiny_tokenizer_path)
+    with pytest.raises(CheckpointError, match=r"init_from=.*does not exist"):
+        module.init_from(tiny_tokenizer_path.with_name("missing.pt"))
 
 
 def test_decoder_finetune_logs_reconstruction_fid(tiny_tokenizer_path, data_root, tmp_path):

@@ -34,16 +34,39 @@ def paste(known: Tensor, generated: Tensor, pixel_mask: Tensor) -> Tensor:
     return pixel_mask * known + (1.0 - pixel_mask) * generated
 
 
+def check_pixel_mask(images: Tensor, pixel_mask: Tensor) -> None:
+    """A clear error for a mask that is not [B,1,H,W] in [0,1] beside images [B,3,H,W]."""
+    b, _, h, w = images.shape
+    if pixel_mask.dim() != 4 or tuple(pixel_mask.shape) != (b, 1, h, w):
+        raise ValueError(
+            f"pixel_mask: expected shape [{b}, 1, {h}, {w}] (1 = known, 0 = missing) for images "
+            f"{tuple(images.shape)}, got {tuple(pixel_mask.shape)}"
+        )
+    low, high = float(pixel_mask.min()), float(pixel_mask.max())
+    if low < 0.0 or high > 1.0:
+        raise ValueError(
+            f"pixel_mask: values must lie in [0, 1] (1 = known, 0 = missing), got [{low}, {high}]"
+            " (a 0/255 PNG mask must be divided by 255)"
+        )
+
+
 def hide_missing(images: Tensor, pixel_mask: Tensor) -> Tensor:
-    """The missing pixels replaced by each image's mean known colour.
+    """Every pixel that is not wholly known replaced by its image's mean known colour.
 
     The encoder sees beyond a token's own pixels (convolutions, its non-local block), so
     tokenizing the whole image would let the hidden content leak into the known tokens.
     """
-    known = pixel_mask.expand_as(images)
-    count = known.sum(dim=(2, 3), keepdim=True).clamp_min(1.0)
-    mean_colour = (images * known).sum(dim=(2, 3), keepdim=True) / count
-    return paste(images, mean_colour.expand_as(images), pixel_mask)
+    known = (pixel_mask >= 1.0).expand_as(images)
+    count = known.sum(dim=(2, 3), keepdim=True).clamp_min(1)
+    mean_colour = torch.where(known, images, 0.0).sum(dim=(2, 3), keepdim=True) / count
+    return torch.where(known, images, mean_colour.to(images.dtype))
+
+
+def tokenize_fp32(tokenizer: VQGAN, images: Tensor) -> Tensor:
+    """Tokens in fp32, also inside a bf16-mixed Trainer: nearest-code lookups are sensitive
+    to rounding, and training, the token cache and inference must agree."""
+    with torch.autocast(device_type=images.device.type, enabled=False):
+        return tokenizer.tokenize(images.float())
 
 
 @torch.inference_mode()
@@ -59,12 +82,10 @@ def inpaint(
 ) -> InpaintResult:
     """Inpaint ``images`` [B,3,H,W] in [0,1] where ``pixel_mask`` [B,1,H,W] is 0; the
     missing pixels of ``images`` are never looked at."""
+    check_pixel_mask(images, pixel_mask)
     if decoder.compile:
         transformer.compile_blocks()
-    # fp32 tokenization, also inside a bf16-mixed Trainer: nearest-code lookups are
-    # sensitive to rounding.
-    with torch.autocast(device_type=images.device.type, enabled=False):
-        tokens = tokenizer.tokenize(hide_missing(images.float(), pixel_mask.float()))
+    tokens = tokenize_fp32(tokenizer, hide_missing(images.float(), pixel_mask.float()))
     grid = tokens.shape[-1]
     token_mask = pixel_to_token_mask(pixel_mask, grid, decoder.token_threshold)
     filled, steps = decoder(

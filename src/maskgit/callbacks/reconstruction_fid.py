@@ -19,8 +19,9 @@ class ReconstructionFIDCallback(Callback):
     """Logs ``val/rfid``: the FID of the tokenizer's reconstructions of the validation images
     against those images. The real images' Inception features are computed once and kept.
 
-    PSNR rewards blur; rFID is what a decoder trained with an adversarial loss improves, and
-    it bounds the FID of anything decoded through it (``method=vqgan_recon`` in evaluation).
+    PSNR rewards blur; rFID is what a decoder trained with an adversarial loss aims to
+    improve, and it is the reference for anything decoded through that decoder
+    (``method=vqgan_recon`` in evaluation scores the same reconstructions pasted in the hole).
     Without Inception weights (and no network) it is skipped with a warning, unless
     ``fid_required``; the checkpoint callback then monitors ``val/psnr``.
     """

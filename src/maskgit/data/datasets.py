@@ -118,5 +118,6 @@ class TokenDataset(Dataset):
             image = self.images[index]["image"]
             item["image"] = image.flip(-1) if view else image
         if self.masks is not None:
-            item["mask"] = self.masks.mask(index, str(index), self.image_size, draw_seed=seed)
+            stem = self.images.files[index].stem if self.images is not None else str(index)
+            item["mask"] = self.masks.mask(index, stem, self.image_size, draw_seed=seed)
         return item

@@ -30,8 +30,9 @@ TOKEN_DEFINING_PREFIXES = ("encoder.", "quant_conv.", "codebook.")
 
 
 def tokenizer_fingerprint(tokenizer: VQGAN, whole: bool = False) -> str:
-    """A hash of the weights that map images to tokens, and of the pixel normalisation
-    (``whole``: of every weight, as checkpoints written before decoder fine-tuning record)."""
+    """A hash of what maps images to tokens: the encoder-side weights, the pixel
+    normalisation, the code lookup and the down-sampling (``whole``: of every weight and the
+    normalisation, as checkpoints written before decoder fine-tuning record)."""
     digest = hashlib.sha1()
     for name, tensor in tokenizer.state_dict().items():
         if not (whole or name.startswith(TOKEN_DEFINING_PREFIXES)):
@@ -40,6 +41,9 @@ def tokenizer_fingerprint(tokenizer: VQGAN, whole: bool = False) -> str:
         digest.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
     for buffer in (tokenizer.pixel_mean, tokenizer.pixel_std):
         digest.update(buffer.cpu().numpy().tobytes())
+    if not whole:  # settings without weights that change every token
+        settings = f"l2={tokenizer.codebook.l2_normalize},down={tokenizer.downsample_factor}"
+        digest.update(settings.encode())
     return digest.hexdigest()[:16]
 
 

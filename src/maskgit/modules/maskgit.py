@@ -29,7 +29,7 @@ from maskgit.checkpoints import (
 )
 from maskgit.data.token_cache import same_tokens, tokenizer_fingerprint
 from maskgit.decoding import IterativeDecoder
-from maskgit.inpainting import InpaintResult, hide_missing, inpaint
+from maskgit.inpainting import InpaintResult, hide_missing, inpaint, tokenize_fp32
 from maskgit.masking import pixel_to_token_mask, random_token_mask
 from maskgit.models.transformer import BidirectionalTransformer
 from maskgit.models.vqgan import VQGAN
@@ -130,7 +130,7 @@ class MaskGitModule(L.LightningModule):
         """[B,N] token ids: cached ones when the batch has them, else encoded now."""
         if "tokens" in batch:
             return batch["tokens"].flatten(1).long()
-        return self.tokenizer.tokenize(batch["image"]).flatten(1)
+        return tokenize_fp32(self.tokenizer, batch["image"]).flatten(1)
 
     def training_token_mask(
         self, tokens: Tensor, pixel_mask: Tensor | None, generator: torch.Generator | None = None
@@ -152,8 +152,8 @@ class MaskGitModule(L.LightningModule):
         """The tokens the transformer sees at unmasked positions: for rows masked by their
         inpainting mask, those of the image with its hole hidden, as inference sees them
         (:func:`maskgit.inpainting.hide_missing`); the targets stay the whole image's tokens.
-        Needs the images in the batch (``data.token_cache=false``); cached tokens are used as
-        they are."""
+        Needs the images in the batch (the token cache serves them beside the tokens when
+        ``data.train_masks`` is set); without them the tokens are used as they are."""
         pixel_mask = batch.get("mask")
         if "image" not in batch or pixel_mask is None:
             return tokens
@@ -163,7 +163,7 @@ class MaskGitModule(L.LightningModule):
             return tokens
         hidden = hide_missing(batch["image"][rows], pixel_mask[rows].to(batch["image"].dtype))
         visible = tokens.clone()
-        visible[rows] = self.tokenizer.tokenize(hidden).flatten(1)
+        visible[rows] = tokenize_fp32(self.tokenizer, hidden).flatten(1)
         return visible
 
     def mvtm_step(

@@ -142,20 +142,24 @@ class VQGANModule(L.LightningModule):
         optimizer: e.g. fine-tune the shipped tokenizer's decoder."""
         source = f"init_from={str(path)!r}"
         try:
-            weights = load_tokenizer(path, self.hparams.vqgan)
+            weights = load_tokenizer(path)  # with its own settings, compared below
         except CheckpointError as error:
             raise CheckpointError(f"{source}: {error}") from error
         load_state_dict_strict(self.vqgan, weights.state_dict(), source)
-        same_normalisation = torch.equal(weights.pixel_mean, self.vqgan.pixel_mean) and (
-            torch.equal(weights.pixel_std, self.vqgan.pixel_std)
-        )
-        if not same_normalisation:
-            raise CheckpointError(
-                f"{source}: was trained with pixel_mean {weights.pixel_mean.flatten().tolist()} "
-                f"/ pixel_std {weights.pixel_std.flatten().tolist()}, but tokenizer config has "
-                f"{self.vqgan.pixel_mean.flatten().tolist()} / "
-                f"{self.vqgan.pixel_std.flatten().tolist()}"
-            )
+        # Settings without weights that decide the tokens must match the file's too.
+        for name, theirs, ours in (
+            ("pixel_mean", weights.pixel_mean.flatten().tolist(),
+             self.vqgan.pixel_mean.flatten().tolist()),
+            ("pixel_std", weights.pixel_std.flatten().tolist(),
+             self.vqgan.pixel_std.flatten().tolist()),
+            ("l2_normalize_codes", weights.codebook.l2_normalize,
+             self.vqgan.codebook.l2_normalize),
+        ):  # fmt: skip
+            if theirs != ours:
+                raise CheckpointError(
+                    f"{source}: was trained with {name}={theirs}, but the tokenizer config has "
+                    f"{name}={ours}; set tokenizer.{name} to match"
+                )
         log.info("tokenizer initialised from %s", path)
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
