@@ -7,11 +7,12 @@ import logging
 import hydra
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import Callback, ModelCheckpoint
+from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.loggers import Logger
 from omegaconf import DictConfig, OmegaConf
 
 from maskgit.callbacks.inpainting_fid import InpaintingFIDCallback
+from maskgit.callbacks.monitoring import monitor_instead
 
 log = logging.getLogger(__name__)
 
@@ -35,10 +36,9 @@ def monitor_logged_metric(callbacks: list[Callback]) -> None:
     if any(isinstance(c, InpaintingFIDCallback) for c in callbacks):
         return
     for callback in callbacks:
-        if isinstance(callback, ModelCheckpoint) and callback.monitor == "val/fid":
-            log.warning("no inpainting callback logs val/fid: checkpoints monitor val/loss")
-            callback.monitor = "val/loss"
-            callback.mode = "min"
+        monitor_instead(
+            callback, "val/fid", "val/loss", "min", "no inpainting callback logs val/fid"
+        )
 
 
 def train(cfg: DictConfig) -> float | None:

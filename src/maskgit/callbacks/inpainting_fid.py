@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
 import lightning as L
@@ -11,10 +10,9 @@ from lightning.pytorch.callbacks import Callback
 from torch import Tensor, nn
 
 from maskgit.callbacks.images import log_image_grid
+from maskgit.callbacks.monitoring import monitor_instead
 from maskgit.metrics.fid import BucketedFID, build_fid
 from maskgit.metrics.inpainting import InpaintingQuality
-
-log = logging.getLogger(__name__)
 
 
 def masked_input(images: Tensor, pixel_mask: Tensor) -> Tensor:
@@ -56,11 +54,9 @@ class InpaintingFIDCallback(Callback):
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         if self.fid is None and self.fid_enabled:
             self.fid = build_fid(self.fid_weights_path, self.feature, required=self.fid_required)
-        checkpoint = trainer.checkpoint_callback
-        if self.fid is None and checkpoint is not None and checkpoint.monitor == "val/fid":
-            log.warning("val/fid unavailable: checkpoints monitor val/loss instead")
-            checkpoint.monitor = "val/loss"
-            checkpoint.mode = "min"
+        if self.fid is None:
+            checkpoint = trainer.checkpoint_callback
+            monitor_instead(checkpoint, "val/fid", "val/loss", "min", "val/fid unavailable")
 
     def on_validation_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._active = not trainer.sanity_checking

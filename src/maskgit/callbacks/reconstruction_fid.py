@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
 import lightning as L
@@ -10,9 +9,8 @@ import torch
 from lightning.pytorch.callbacks import Callback
 from torch import Tensor, nn
 
+from maskgit.callbacks.monitoring import monitor_instead
 from maskgit.metrics.fid import BucketedFID, build_fid
-
-log = logging.getLogger(__name__)
 
 
 class ReconstructionFIDCallback(Callback):
@@ -47,11 +45,9 @@ class ReconstructionFIDCallback(Callback):
             if self.fid is not None:
                 # The validation images do not change: their features are kept across resets.
                 self.fid.reset_real_features = False
-        checkpoint = trainer.checkpoint_callback
-        if self.fid is None and checkpoint is not None and checkpoint.monitor == "val/rfid":
-            log.warning("val/rfid unavailable: checkpoints monitor val/psnr instead")
-            checkpoint.monitor = "val/psnr"
-            checkpoint.mode = "max"
+        if self.fid is None:
+            checkpoint = trainer.checkpoint_callback
+            monitor_instead(checkpoint, "val/rfid", "val/psnr", "max", "val/rfid unavailable")
 
     def on_validation_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._active = self.fid is not None and not trainer.sanity_checking
