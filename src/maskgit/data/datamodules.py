@@ -233,11 +233,10 @@ class InpaintingDataModule(ResumableTrainingData):
         hp = self.hparams
         if stage == "fit" and self.train_set is None:
             if hp.token_cache:
-                tokens = token_cache.load_or_build(
-                    self._tokenizer(), self._stored_train_images(), hp.cache_dir
-                )
+                stored = self._stored_train_images()
+                tokens = token_cache.load_or_build(self._tokenizer(), stored, hp.cache_dir)
                 # With inpainting masks the images come along: training hides their holes.
-                images = self._stored_train_images() if self.train_masks is not None else None
+                images = stored if self.train_masks is not None else None
                 self.train_set = TokenDataset(
                     tokens, self.train_masks, hp.image_size, hp.flip, images=images
                 )

@@ -47,14 +47,6 @@ def tokenizer_fingerprint(tokenizer: VQGAN, whole: bool = False) -> str:
     return digest.hexdigest()[:16]
 
 
-def same_tokens(tokenizer: VQGAN, recorded_fingerprint: str) -> bool:
-    """Whether a fingerprint recorded by a MaskGIT checkpoint is this tokenizer's."""
-    return recorded_fingerprint in (
-        tokenizer_fingerprint(tokenizer),
-        tokenizer_fingerprint(tokenizer, whole=True),
-    )
-
-
 def dataset_fingerprint(dataset: ImageFolderDataset) -> str:
     # File contents, not mtimes: a re-copied dataset keeps its cache. Hashing is far
     # cheaper than encoding (about a second for 8k small images).

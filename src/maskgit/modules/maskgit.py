@@ -27,7 +27,7 @@ from maskgit.checkpoints import (
     resolve_path,
     save_atomic,
 )
-from maskgit.data.token_cache import same_tokens, tokenizer_fingerprint
+from maskgit.data.token_cache import tokenizer_fingerprint
 from maskgit.decoding import IterativeDecoder
 from maskgit.inpainting import InpaintResult, hide_missing, inpaint, tokenize_fp32
 from maskgit.masking import pixel_to_token_mask, random_token_mask
@@ -117,6 +117,13 @@ class MaskGitModule(L.LightningModule):
         super().train(mode)
         self.tokenizer.eval()
         return self
+
+    def has_tokens_of(self, recorded_fingerprint: str) -> bool:
+        """Whether a fingerprint recorded by a checkpoint is this module's tokenizer's (also in
+        the whole-weights form checkpoints written before decoder fine-tuning record)."""
+        return recorded_fingerprint == self.tokenizer_fingerprint or (
+            recorded_fingerprint == tokenizer_fingerprint(self.tokenizer, whole=True)
+        )
 
     @property
     def mask_token_id(self) -> int:
@@ -289,7 +296,7 @@ class MaskGitModule(L.LightningModule):
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         expected = checkpoint.get("tokenizer", {}).get("fingerprint")
-        if expected and not same_tokens(self.tokenizer, expected):
+        if expected and not self.has_tokens_of(expected):
             raise ValueError(
                 f"this checkpoint was trained over tokenizer {checkpoint['tokenizer']['path']!r} "
                 f"(fingerprint {expected}); the one loaded ({self.hparams.tokenizer_ckpt!r}) is "
@@ -366,7 +373,7 @@ def _require_same_tokenizer(
 ) -> None:
     """Weights trained over another tokenizer would read its codes as something else."""
     expected = (recorded or {}).get("fingerprint")
-    if expected and not same_tokens(module.tokenizer, expected):
+    if expected and not module.has_tokens_of(expected):
         raise CheckpointError(
             f"{source}: was trained over a tokenizer with fingerprint {expected}, but "
             f"{tokenizer_name} has {module.tokenizer_fingerprint}: its tokens mean something else"
