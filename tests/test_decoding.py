@@ -9,6 +9,7 @@ import torch
 from conftest import SAMPLE, tiny_transformer_config
 from torch import Tensor
 
+import maskgit.precision
 from maskgit.data.images import load_image, load_mask
 from maskgit.decoding import IterativeDecoder
 from maskgit.inpainting import hide_missing
@@ -201,8 +202,10 @@ def sample_batch(count: int = 3) -> tuple[Tensor, Tensor]:
     return images, masks
 
 
-def test_inpaint_keeps_known_pixels_exactly(tiny_maskgit):
+@pytest.mark.parametrize("precision", ["32", "bf16"])
+def test_inpaint_keeps_known_pixels_exactly(tiny_maskgit, precision):
     model = tiny_maskgit.eval()
+    model.decoder.precision = precision
     images, masks = sample_batch()
     assert (masks == 0).any() and (masks == 1).any()
     result = model.inpaint(images, masks, keys=torch.arange(3), return_steps=True)
@@ -265,7 +268,7 @@ def test_hide_missing_fills_holes_with_the_known_mean_colour():
 def test_inpaint_without_paste_is_the_decoded_image(tiny_maskgit):
     model = tiny_maskgit.eval()
     images, masks = sample_batch(2)
-    decoder = IterativeDecoder(cosine, total_iter=2, paste=False)
+    decoder = IterativeDecoder(cosine, total_iter=2, paste=False, precision="32")
     result = model.inpaint(images, masks, decoder=decoder)
     assert torch.allclose(result.images, model.tokenizer.detokenize(result.tokens))
     pasted = model.inpaint(images, masks, decoder=IterativeDecoder(cosine, total_iter=2))
@@ -282,7 +285,9 @@ def test_inpaint_without_decoder_raises(tiny_maskgit):
 # --- execution options: bf16 autocast and torch.compile ---------------------------------------
 
 
-def test_bf16_precision_runs_the_model_in_bf16_and_keeps_known_tokens(transformer):
+def test_bf16_precision_runs_the_model_in_bf16_and_keeps_known_tokens(transformer, monkeypatch):
+    # "auto" is fp32 on a CPU without bf16 units (stubbed: this one may have them).
+    monkeypatch.setattr(maskgit.precision, "cpu_has_bf16_units", lambda: False)
     seen: list[torch.dtype] = []
     # A matmul's output: autocast keeps layer norms (and so the residual stream) in fp32.
     qkv = transformer.blocks[0].Attention.qkv
@@ -292,7 +297,7 @@ def test_bf16_precision_runs_the_model_in_bf16_and_keeps_known_tokens(transforme
         out, _ = decode(transformer, tokens, mask, precision="bf16")
         assert set(seen) == {torch.bfloat16}
         seen.clear()
-        reference, _ = decode(transformer, tokens, mask, precision="auto")  # CPU: fp32
+        reference, _ = decode(transformer, tokens, mask, precision="auto")
         assert set(seen) == {torch.float32}
         seen.clear()
         with torch.autocast("cpu", dtype=torch.bfloat16):  # as in a bf16-mixed Trainer

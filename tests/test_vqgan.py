@@ -182,3 +182,65 @@ def test_maskgit_checkpoint_is_not_a_tokenizer(tmp_path: Path, tiny_maskgit: Mas
     torch.save(tiny_maskgit.transformer.state_dict(), raw)
     with pytest.raises(CheckpointError, match="not a tokenizer checkpoint"):
         load_tokenizer(raw)
+
+
+# --- leak-free tokenizing (encoder=local) ---------------------------------------------
+
+
+def tiny_local_vqgan(seed: int = 0) -> VQGAN:
+    torch.manual_seed(seed)
+    config = {**tiny_tokenizer_config(), "encoder": "local", "enc_token_res_blocks": 1}
+    return VQGAN(**config).eval()
+
+
+def far_from_hole(pixel_mask: Tensor, ring: int = 1) -> Tensor:
+    """[B,16,16] True where no pixel within ``ring`` tokens of the token is missing."""
+    token_has_hole = F.max_pool2d(1 - pixel_mask, 4).bool().float()
+    near = F.max_pool2d(token_has_hole, 2 * ring + 1, stride=1, padding=ring)
+    return near[:, 0] == 0
+
+
+def tokens_with_two_fills(vqgan: VQGAN) -> tuple[Tensor, Tensor, Tensor]:
+    gen = torch.Generator().manual_seed(3)
+    images = torch.rand(2, 3, 64, 64, generator=gen) * 2 - 1
+    mask = torch.ones(2, 1, 64, 64)
+    mask[0, :, 20:41, 8:30] = 0
+    mask[1, :, 40:64, 30:64] = 0
+    other = torch.where(mask.bool(), images, torch.rand(images.shape, generator=gen) * 2 - 1)
+    with torch.no_grad():
+        a, b = vqgan.encode(images)[1], vqgan.encode(other)[1]
+    return a, b, far_from_hole(mask)
+
+
+def test_local_encoder_tokens_far_from_the_hole_ignore_the_hidden_pixels():
+    vqgan = tiny_local_vqgan()
+    assert vqgan.encoder.margin <= 4  # a token sees at most one token-width beyond itself
+    a, b, far = tokens_with_two_fills(vqgan)
+    assert far.sum() > 100 and (~far).sum() > 20
+    assert torch.equal(a[far], b[far])
+    assert not torch.equal(a[~far], b[~far])  # the hole's own tokens do see the fill
+
+
+def test_the_global_encoder_leaks_the_hidden_pixels_into_far_tokens():
+    torch.manual_seed(0)
+    vqgan = VQGAN(**tiny_tokenizer_config()).eval()  # non-local block + GroupNorm
+    a, b, far = tokens_with_two_fills(vqgan)
+    assert not torch.equal(a[far], b[far])
+
+
+def test_shipped_local_tokenizer_config_is_leak_free():
+    import yaml
+    from conftest import CONF
+
+    config = yaml.safe_load((CONF / "tokenizer" / "local.yaml").read_text())
+    encoder = VQGAN(**config).encoder
+    assert encoder.margin <= 4
+    assert not any(isinstance(m, torch.nn.GroupNorm) for m in encoder.modules())
+
+
+def test_local_encoder_needs_one_channel_entry_per_resolution():
+    config = {**tiny_tokenizer_config(), "encoder": "local", "enc_channels": [8, 16, 16, 16]}
+    with pytest.raises(ValueError, match="one enc_channels entry per resolution"):
+        VQGAN(**config)
+    with pytest.raises(ValueError, match=r"tokenizer\.encoder must be"):
+        VQGAN(**{**tiny_tokenizer_config(), "encoder": "vit"})

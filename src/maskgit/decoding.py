@@ -13,12 +13,14 @@ image decodes the same whether it is alone, in a batch, or on another DDP rank.
 from __future__ import annotations
 
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Literal
 
 import torch
 from torch import Tensor
 
+from maskgit.precision import autocast, check_precision
 from maskgit.schedules import Schedule
 
 LogitsAt = Callable[[Tensor, Tensor], Tensor]
@@ -78,9 +80,10 @@ class IterativeDecoder:
         noise: "paper" anneals the noise as (1 - t/T); "lab" scales it by (1 - gamma(t/T)).
         token_threshold: a token is missing where more than this share of its pixels is.
         paste: paste the decoded image into the known pixels (False: raw VQGAN output).
-        precision: "auto" runs the transformer and the VQGAN decoder under bf16 autocast on
-            a GPU that supports it and in fp32 elsewhere; "32" and "bf16" force one.
-            Confidences, noise and the ranking are always fp32.
+        precision: "auto" runs the transformer and the VQGAN decoder under bf16 autocast
+            where the device has bf16 matrix units (``maskgit.precision``) and in fp32
+            elsewhere; "32" and "bf16" force one. Tokenizing, confidences, noise and the
+            ranking are always fp32.
         compile: ``torch.compile`` the transformer's blocks for decoding (first call slow).
     """
 
@@ -108,9 +111,7 @@ class IterativeDecoder:
             raise ValueError(f"noise must be 'paper' or 'lab', got {noise!r}")
         if temperature <= 0:
             raise ValueError(f"temperature must be > 0, got {temperature}")
-        precision = str(precision)
-        if precision not in ("auto", "32", "bf16"):
-            raise ValueError(f"precision must be 'auto', '32' or 'bf16', got {precision!r}")
+        precision = check_precision(precision, "decoding.precision")
         self.schedule = schedule
         self.total_iter = total_iter
         self.sweet_spot = sweet_spot
@@ -123,13 +124,10 @@ class IterativeDecoder:
         self.precision = precision
         self.compile = compile
 
-    def autocast(self, device: torch.device) -> torch.autocast:
+    def autocast(self, device: torch.device) -> AbstractContextManager:
         """The autocast context of the model calls on ``device``: bf16, or autocast off,
         so that "32" stays fp32 even inside a bf16-mixed Trainer."""
-        bf16 = self.precision == "bf16" or (
-            self.precision == "auto" and device.type == "cuda" and torch.cuda.is_bf16_supported()
-        )
-        return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=bf16)
+        return autocast(self.precision, device)
 
     @property
     def num_steps(self) -> int:

@@ -8,6 +8,7 @@ checkpoint loads with ``load_state_dict(strict=True)`` and gives the lab's token
 from __future__ import annotations
 
 from collections.abc import Sequence
+from itertools import pairwise
 
 import torch
 import torch.nn.functional as F
@@ -120,6 +121,70 @@ class Encoder(nn.Module):
         return self.model(x)
 
 
+class ChannelNorm(nn.Module):
+    """LayerNorm over the channels of each position: statistics of one position only."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.norm = nn.LayerNorm(channels, eps=1e-6)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.norm(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+
+
+class LocalResidualBlock(nn.Module):
+    """x + conv(silu(conv(silu(norm(x))))) whose norm, if any, is per position: a GroupNorm
+    takes statistics over the whole image and would let every pixel reach every output."""
+
+    def __init__(self, channels: int, kernel_size: int, channel_norm: bool) -> None:
+        super().__init__()
+        padding = kernel_size // 2
+        self.block = nn.Sequential(
+            ChannelNorm(channels) if channel_norm else nn.Identity(),
+            nn.SiLU(),
+            nn.Conv2d(channels, channels, kernel_size, 1, padding),
+            nn.SiLU(),
+            nn.Conv2d(channels, channels, kernel_size, 1, padding),
+        )
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x + self.block(x)
+
+
+class LocalEncoder(nn.Module):
+    """An encoder whose tokens see their own patch plus a margin of ``margin`` pixels.
+
+    Inpainting hides the missing pixels before tokenizing; with a global encoder (non-local
+    attention, GroupNorm statistics, a wide receptive field) the hidden fill changes known
+    tokens far from the hole. Here a 3x3 stem and ``num_res_blocks`` 3x3 residual blocks
+    run at full resolution (margin 1 + 2 * num_res_blocks pixels), every downsampling is a
+    2x2/2 patch merge (token-aligned: no margin added) and the token-resolution blocks are
+    pointwise (1x1) with a per-position norm. No statistics cross positions.
+    """
+
+    def __init__(
+        self,
+        image_channels: int,
+        channels: Sequence[int],
+        latent_dim: int,
+        num_res_blocks: int,
+        token_res_blocks: int,
+    ) -> None:
+        super().__init__()
+        layers: list[nn.Module] = [nn.Conv2d(image_channels, channels[0], 3, 1, 1)]
+        layers += [LocalResidualBlock(channels[0], 3, False) for _ in range(num_res_blocks)]
+        for in_ch, out_ch in pairwise(channels):
+            layers.append(nn.Conv2d(in_ch, out_ch, 2, 2, 0))
+        top = channels[-1]
+        layers += [LocalResidualBlock(top, 1, True) for _ in range(token_res_blocks)]
+        layers += [ChannelNorm(top), nn.SiLU(), nn.Conv2d(top, latent_dim, 1)]
+        self.model = nn.Sequential(*layers)
+        self.margin = 1 + 2 * num_res_blocks
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.model(x)
+
+
 class Decoder(nn.Module):
     def __init__(
         self,
@@ -183,7 +248,13 @@ class Codebook(nn.Module):
         return F.normalize(weight, dim=1) if self.l2_normalize else weight
 
     def forward(self, z: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """z [B,C,H,W] -> (z_q [B,C,H,W], indices [B*H*W] in b,h,w order, loss)."""
+        """z [B,C,H,W] -> (z_q [B,C,H,W], indices [B*H*W] in b,h,w order, loss).
+
+        Always fp32, also under autocast: nearest-code lookups are sensitive to rounding."""
+        with torch.autocast(device_type=z.device.type, enabled=False):
+            return self._quantize(z.float())
+
+    def _quantize(self, z: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         z = z.permute(0, 2, 3, 1).contiguous()
         if self.l2_normalize:
             z = F.normalize(z, dim=-1)
@@ -211,6 +282,34 @@ class Codebook(nn.Module):
         return F.embedding(indices, self.codes()).permute(0, 3, 1, 2).contiguous()
 
 
+def make_encoder(
+    kind: str,
+    image_channels: int,
+    channels: Sequence[int],
+    latent_dim: int,
+    num_res_blocks: int,
+    downsample_stages: Sequence[int],
+    attn_stages: Sequence[int],
+    token_res_blocks: int,
+) -> nn.Module:
+    """``encoder=conv``: the lab's VQGAN encoder; ``encoder=local``: a ``LocalEncoder``."""
+    if kind == "conv":
+        return Encoder(
+            image_channels, channels, latent_dim, num_res_blocks, downsample_stages, attn_stages
+        )
+    if kind == "local":
+        if len(channels) != len(downsample_stages) + 1:
+            raise ValueError(
+                f"encoder=local needs one enc_channels entry per resolution: "
+                f"{len(downsample_stages) + 1} for {len(downsample_stages)} downsamplings, "
+                f"got enc_channels={list(channels)}"
+            )
+        if attn_stages:
+            raise ValueError("encoder=local has no attention: set enc_attn_stages=[]")
+        return LocalEncoder(image_channels, channels, latent_dim, num_res_blocks, token_res_blocks)
+    raise ValueError(f"tokenizer.encoder must be 'conv' or 'local', got {kind!r}")
+
+
 class VQGAN(nn.Module):
     """64x64 images <-> 16x16 grids of codebook indices (sizes from the config)."""
 
@@ -229,6 +328,8 @@ class VQGAN(nn.Module):
         enc_attn_stages: Sequence[int] = (),
         dec_attn_stages: Sequence[int] = (0,),
         l2_normalize_codes: bool = False,
+        encoder: str = "conv",
+        enc_token_res_blocks: int = 2,
         pixel_mean: Sequence[float] = (0.5, 0.5, 0.5),
         pixel_std: Sequence[float] = (0.5, 0.5, 0.5),
     ) -> None:
@@ -240,9 +341,9 @@ class VQGAN(nn.Module):
             )
         self.num_codebook_vectors = num_codebook_vectors
         self.downsample_factor = 2 ** len(downsample_stages)
-        self.encoder = Encoder(
-            image_channels, enc_channels, latent_dim, enc_res_blocks, downsample_stages,
-            enc_attn_stages,
+        self.encoder = make_encoder(
+            encoder, image_channels, enc_channels, latent_dim, enc_res_blocks,
+            downsample_stages, enc_attn_stages, enc_token_res_blocks,
         )  # fmt: skip
         self.decoder = Decoder(
             image_channels, dec_channels, latent_dim, dec_res_blocks, upsample_stages,
