@@ -79,6 +79,13 @@ def snapshot(run_dir: Path) -> dict:
     }
 
 
+def pixels(run_dir: Path) -> dict[str, bytes]:
+    return {
+        p.name: read_png(p).mul(255).byte().numpy().tobytes()
+        for p in sorted((run_dir / "inpainted").glob("*.png"))
+    }
+
+
 @pytest.fixture(scope="module")
 def first_run(ckpt, tmp_path_factory) -> tuple[Path, dict]:
     root = tmp_path_factory.mktemp("evaluate")
@@ -89,7 +96,7 @@ def first_run(ckpt, tmp_path_factory) -> tuple[Path, dict]:
 
 def test_writes_images_step_grids_and_metrics(first_run):
     run_dir, first = first_run
-    names = [f"image_{i:03d}.png" for i in range(LIMIT)]
+    names = [f"{source.stem}.png" for source in TEST_FILES]  # named after their inputs
     assert sorted(first["images"]) == names
     for name, source in zip(names, TEST_FILES):
         output, image = read_png(run_dir / "inpainted" / name), load_image(source, SIZE)
@@ -99,14 +106,16 @@ def test_writes_images_step_grids_and_metrics(first_run):
     # Step grids for the first num_step_grids images: 3 latent masks (input, 2 steps) on top,
     # the masked input and 2 predictions below, 64 px tiles with 2 px padding.
     grids = sorted(p.name for p in (run_dir / "steps").iterdir())
-    assert grids == ["image_000.png", "image_001.png"]
-    with Image.open(run_dir / "steps" / "image_000.png") as grid:
+    assert grids == names[:2]
+    with Image.open(run_dir / "steps" / names[0]) as grid:
         assert grid.size == (3 * (SIZE + 2) + 2, 2 * (SIZE + 2) + 2)
 
     results = first["metrics"]
     metrics = results["metrics"]
     assert results["method"] == "maskgit"
+    assert results["images"] == [source.stem for source in TEST_FILES]  # the index order
     assert metrics["num_inpainted"] == LIMIT and metrics["num_reused"] == 0
+    assert metrics["num_replaced"] == 0 and metrics["num_without_hole"] == 0
     assert metrics["fid"] is None and "metrics.fid.weights_path" in results["fid_note"]
     assert 0 < metrics["psnr"] < 100 and -1 <= metrics["ssim"] <= 1
     masks = torch.stack(
@@ -141,9 +150,9 @@ def test_rerun_of_an_interrupted_run_finishes_only_the_missing_images(ckpt, firs
     run_dir = tmp_path / "run"
     shutil.copytree(first_dir, run_dir)
     inpainted = run_dir / "inpainted"
-    for index in (3, 4, 5):
-        (inpainted / f"image_{index:03d}.png").unlink()
-    (inpainted / ".image_004.png.tmp").write_bytes(b"\x89PNG\r\n")
+    for source in TEST_FILES[3:]:
+        (inpainted / f"{source.stem}.png").unlink()
+    (inpainted / f".{TEST_FILES[4].stem}.png.x1y2z3.tmp").write_bytes(b"\x89PNG\r\n")
     (run_dir / "metrics.json").unlink()
     done = {p.name: p.stat().st_mtime_ns for p in inpainted.iterdir() if p.suffix == ".png"}
 
@@ -186,9 +195,11 @@ def test_sweep_writes_summary_and_same_seed_repeats(ckpt, first_run, tmp_path):
         results = json.loads((sweep / str(job) / "metrics.json").read_text())
         assert results["config"]["sweet_spot"] == sweet_spot
         assert len(list((sweep / str(job) / "inpainted").iterdir())) == LIMIT
-    # Job 1 (sweet_spot=2 of total_iter=2) decodes as the first run, seed 0: same images.
-    assert snapshot(sweep / "1")["images"] == first["images"]
-    assert snapshot(sweep / "0")["images"] != first["images"]
+    # Job 1 (sweet_spot=2 of total_iter=2) decodes as the first run, seed 0: same pixels
+    # (the files differ in the key of their settings they carry).
+    first_pixels = pixels(first_run[0])
+    assert pixels(sweep / "1") == first_pixels
+    assert pixels(sweep / "0") != first_pixels
 
     with open(sweep / "summary.csv", newline="") as handle:
         rows = list(csv.DictReader(handle))
@@ -214,14 +225,84 @@ def test_reference_methods_run(ckpt, tmp_path):
         methods[results["method"]] = sweep / job
         assert results["metrics"]["num_inpainted"] == LIMIT
     assert set(methods) == {"masked_input", "vqgan_recon"}
-    for index, source in enumerate(TEST_FILES):
+    for source in TEST_FILES:
         image = load_image(source, SIZE)
         hole = load_mask(SAMPLE / "val_masks" / f"{source.stem}.png", SIZE).expand_as(image) == 0
-        grey = read_png(methods["masked_input"] / "inpainted" / f"image_{index:03d}.png")
+        grey = read_png(methods["masked_input"] / "inpainted" / f"{source.stem}.png")
         assert torch.equal(grey[~hole], image[~hole])
         assert torch.allclose(grey[hole], torch.full_like(grey[hole], 128 / 255))
-        recon = read_png(methods["vqgan_recon"] / "inpainted" / f"image_{index:03d}.png")
+        recon = read_png(methods["vqgan_recon"] / "inpainted" / f"{source.stem}.png")
         assert torch.equal(recon[~hole], image[~hole])  # pasted like maskgit
         assert not torch.equal(recon[hole], image[hole])
     # Neither method has decoding steps: no step grids.
     assert not (methods["masked_input"] / "steps").exists()
+
+
+# --- resume checks what it reuses ------------------------------------------------------------
+
+
+def small_data_root(folder: Path, files: list[Path] = TEST_FILES) -> Path:
+    """A user's folder: val/ images and val_masks/ masks, paired by stem."""
+    (folder / "val").mkdir(parents=True)
+    (folder / "val_masks").mkdir()
+    for source in files:
+        shutil.copy(source, folder / "val" / source.name)
+        shutil.copy(SAMPLE / "val_masks" / f"{source.stem}.png", folder / "val_masks")
+    return folder
+
+
+def run_evaluate_raw(ckpt: Path, log_dir: Path, *overrides: str) -> subprocess.CompletedProcess:
+    command = [sys.executable, "evaluate.py", f"ckpt={ckpt}", f"paths.log_dir={log_dir}"]
+    return subprocess.run(
+        command + COMMON + list(overrides),
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+        env={**os.environ, "PYTHONWARNINGS": "ignore"},
+    )  # fmt: skip
+
+
+def test_rerun_with_other_settings_is_refused_and_keeps_the_first_results(
+    ckpt, first_run, tmp_path
+):
+    run_dir = tmp_path / "run"
+    shutil.copytree(first_run[0], run_dir)
+    before = snapshot(run_dir)
+    result = run_evaluate_raw(
+        ckpt, tmp_path / "logs", "total_iter=3", "schedule=linear", f"hydra.run.dir={run_dir}"
+    )
+    assert result.returncode != 0
+    message = result.stdout + result.stderr
+    assert "holds the results of a run with other settings" in message
+    assert "decoder.total_iter: 2 -> 3" in message
+    assert "maskgit.schedules.cosine' -> 'maskgit.schedules.linear" in message
+    assert snapshot(run_dir) == before  # images and metrics.json untouched
+
+
+def test_rerun_pairs_outputs_by_name_and_redoes_changed_inputs(ckpt, tmp_path):
+    data_root = small_data_root(tmp_path / "data")
+    run_dir = tmp_path / "run"
+    args = [f"data_root={data_root}", "total_iter=2", f"hydra.run.dir={run_dir}"]
+    run_evaluate(ckpt, tmp_path / "logs", *args)
+    first = snapshot(run_dir)
+
+    # One input removed, one changed in content (same name): the others are reused as they
+    # are, paired by name; the changed one is inpainted again from its new content.
+    removed, changed = TEST_FILES[1], TEST_FILES[4]
+    (data_root / "val" / removed.name).unlink()
+    (data_root / "val_masks" / f"{removed.stem}.png").unlink()
+    with Image.open(data_root / "val" / changed.name) as image:
+        image.transpose(Image.FLIP_LEFT_RIGHT).save(data_root / "val" / changed.name)
+    run_evaluate(ckpt, tmp_path / "logs", *args)
+    again = snapshot(run_dir)
+    metrics = again["metrics"]["metrics"]
+    assert metrics["num_reused"] == LIMIT - 2
+    assert metrics["num_inpainted"] == 1 and metrics["num_replaced"] == 1
+    kept = [s.stem for s in TEST_FILES if s not in (removed, changed)]
+    assert again["metrics"]["images"] == [s.stem for s in TEST_FILES if s != removed]
+    for stem in kept:
+        assert again["images"][f"{stem}.png"] == first["images"][f"{stem}.png"]
+    assert again["images"][f"{changed.stem}.png"] != first["images"][f"{changed.stem}.png"]
+    # The changed input's output keeps its known pixels: it was made from the new content.
+    new_image = load_image(data_root / "val" / changed.name, SIZE)
+    known = load_mask(data_root / "val_masks" / f"{changed.stem}.png", SIZE).expand_as(new_image)
+    output = read_png(run_dir / "inpainted" / f"{changed.stem}.png")
+    assert torch.equal(output[known == 1], new_image[known == 1])

@@ -17,6 +17,7 @@ import torch
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 from torch import Tensor, nn
 
+from maskgit.atomic import atomic_write
 from maskgit.models.vqgan import VQGAN
 
 # The lab's per-channel normalisation of its training images (its tokenizer expects it).
@@ -142,15 +143,9 @@ def tokenizer_config(vqgan: VQGAN, source_config: Mapping[str, Any]) -> dict[str
 
 
 def save_atomic(obj: Any, path: str | Path) -> None:
-    """torch.save through a temporary file: a kill while saving leaves the old file intact."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    """torch.save through ``maskgit.atomic``: a kill or a concurrent writer while saving
+    never leaves a torn file."""
+    atomic_write(path, lambda file: torch.save(obj, file))
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -185,8 +180,12 @@ def export_tokenizer(
     return Path(out)
 
 
-def resolve_path(path: str | Path, *bases: Path) -> Path | None:
-    """``path`` as given, else relative to each of ``bases``; None when nowhere."""
+def resolve_path(path: str | Path, *bases: Path, shipped: bool = False) -> Path | None:
+    """``path`` as given, else relative to each of ``bases``; None when nowhere.
+
+    ``shipped`` (only for paths a checkpoint recorded, e.g. on another machine, never for a
+    path the user gave) also accepts the file of that name in the project's checkpoints/.
+    """
     path = Path(path)
     if path.is_file():
         return path
@@ -196,6 +195,6 @@ def resolve_path(path: str | Path, *bases: Path) -> Path | None:
             if candidate.is_file():
                 return candidate
     root = os.environ.get("PROJECT_ROOT")
-    if root and (Path(root) / "checkpoints" / path.name).is_file():
+    if shipped and root and (Path(root) / "checkpoints" / path.name).is_file():
         return Path(root) / "checkpoints" / path.name
     return None

@@ -1,15 +1,15 @@
 """The body of evaluate.py: inpaint a test set with one method, write images and metrics.
 
 Runs as ``Trainer.test`` of :class:`InpaintingEvaluator`, so devices, DDP and the progress
-bar are Lightning's. Results are written atomically; a rerun into the same output folder
-(``resume``) reuses the images already written and inpaints only the missing ones.
+bar are Lightning's. Outputs are named after their inputs (``inpainted/<stem>.png``) and
+written atomically. Each carries the key of what produced it (``maskgit.provenance``): a
+rerun into the same folder (``resume``) reuses exactly the images whose settings and inputs
+match and inpaints the rest; a rerun with other settings is refused, naming them.
 """
 
 from __future__ import annotations
 
-import json
 import logging
-import os
 import time
 from pathlib import Path
 from typing import Any
@@ -24,29 +24,34 @@ from torch import Tensor
 from torch.utils.data import DataLoader
 from torchvision.utils import make_grid
 
+from maskgit.atomic import remove_stale_temp_files, write_json
 from maskgit.baselines import Inpainter
 from maskgit.callbacks.inpainting_fid import masked_input
 from maskgit.data.datamodules import InpaintingDataModule, make_loader
 from maskgit.data.datasets import ImageFolderDataset
-from maskgit.data.images import load_image, save_image
+from maskgit.data.images import load_image, read_png_text, save_image
 from maskgit.metrics.fid import WEIGHTS_HINT, BucketedFID, build_fid
 from maskgit.metrics.inpainting import NUM_BUCKETS, InpaintingQuality, area_bucket, bucket_name
+from maskgit.precision import accelerator_device_type
+from maskgit.precision import resolve as resolve_precision
+from maskgit.provenance import (
+    KEY_FIELD,
+    claim_output_folder,
+    input_digest,
+    output_key,
+    settings_digest,
+    weights_digest,
+)
 
 log = logging.getLogger(__name__)
 
 
-def image_path(output_dir: Path, index: int) -> Path:
-    return output_dir / "inpainted" / f"image_{index:03d}.png"
-
-
-def write_json(data: dict[str, Any], path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=False))
-    os.replace(tmp, path)
+def image_path(output_dir: Path, name: str) -> Path:
+    return output_dir / "inpainted" / f"{name}.png"
 
 
 class InpaintingEvaluator(L.LightningModule):
-    """Test loop: inpaint, write ``inpainted/image_{i:03d}.png`` and step grids, score.
+    """Test loop: inpaint, write ``inpainted/<stem>.png`` and step grids, score.
 
     Dataloader 0 gives (image, mask) pairs; an optional dataloader 1 gives the reference
     images for FID's real side (default: the test images themselves).
@@ -61,6 +66,7 @@ class InpaintingEvaluator(L.LightningModule):
         num_step_grids: int = 4,
         resume: bool = True,
         reference_is_test_set: bool = True,
+        run_digest: str = "",
     ) -> None:
         super().__init__()
         self.method = method
@@ -71,9 +77,12 @@ class InpaintingEvaluator(L.LightningModule):
         self.num_step_grids = num_step_grids
         self.resume = resume
         self.reference_is_test_set = reference_is_test_set
+        self.run_digest = run_digest
         self.inpaint_seconds = 0.0
         self.num_inpainted = 0
         self.num_reused = 0
+        self.num_replaced = 0
+        self.num_without_hole = 0
         self.results: dict[str, Any] = {}
 
     def test_step(self, batch: dict[str, Tensor], batch_idx: int, dataloader_idx: int = 0) -> None:
@@ -82,8 +91,22 @@ class InpaintingEvaluator(L.LightningModule):
                 self.fid.update(batch["image"], real=True)
             return
         images, pixel_mask, keys = batch["image"], batch["mask"], batch["index"]
-        paths = [image_path(self.output_dir, int(i)) for i in keys]
-        done = torch.tensor([self.resume and p.is_file() for p in paths], device=images.device)
+        names = list(batch["name"])
+        paths = [image_path(self.output_dir, name) for name in names]
+        output_keys = [
+            output_key(self.run_digest, input_digest(image, mask))
+            for image, mask in zip(images, pixel_mask)
+        ]
+        written = [read_png_text(path).get(KEY_FIELD) for path in paths]
+        # Reuse exactly the outputs made by this run's settings from these very inputs.
+        done = torch.tensor(
+            [self.resume and old == new for old, new in zip(written, output_keys)],
+            device=images.device,
+        )
+        self.num_replaced += sum(
+            old is not None and old != new for old, new in zip(written, output_keys)
+        )
+        self.num_without_hole += int((pixel_mask.flatten(1) >= 1).all(1).sum())
         output = images.clone()
         if done.any():
             for row in done.nonzero().flatten().tolist():
@@ -103,20 +126,26 @@ class InpaintingEvaluator(L.LightningModule):
             # Scored as written (8-bit): a resumed run scores reused images identically.
             output[todo] = result.images.float().clamp(0, 1).mul(255).round().div(255)
             for row in todo.tolist():
-                save_image(output[row], paths[row])
+                save_image(output[row], paths[row], text={KEY_FIELD: output_keys[row]})
             if want_steps and result.step_images is not None:
-                self._write_step_grids(result, images[todo], pixel_mask[todo], keys[todo])
+                todo_names = [names[row] for row in todo.tolist()]
+                self._write_step_grids(
+                    result, images[todo], pixel_mask[todo], keys[todo], todo_names
+                )
         if self.fid is not None:
             if self.reference_is_test_set:
                 self.fid.update(images, real=True)
             self.fid.update(output, real=False, groups=area_bucket(pixel_mask))
         self.quality.update(output, images, pixel_mask)
 
-    def _write_step_grids(self, result, images: Tensor, pixel_mask: Tensor, keys: Tensor) -> None:
-        """One PNG per image. Top row: the latent mask (black = masked) of the input and after
-        each step. Bottom row: the masked input, then the predicted image of each step."""
+    def _write_step_grids(
+        self, result, images: Tensor, pixel_mask: Tensor, keys: Tensor, names: list[str]
+    ) -> None:
+        """One PNG per image (``steps/<stem>.png``). Top row: the latent mask (black =
+        masked) of the input and after each step. Bottom row: the masked input, then the
+        predicted image of each step."""
         size = images.shape[-1]
-        for row, key in enumerate(keys.tolist()):
+        for row, (key, name) in enumerate(zip(keys.tolist(), names)):
             if key >= self.num_step_grids:
                 continue
             masks = torch.stack([m[row] for m in result.step_masks]).float().unsqueeze(1)
@@ -125,7 +154,7 @@ class InpaintingEvaluator(L.LightningModule):
             predicted = torch.stack([s[row] for s in result.step_images])
             tiles = torch.cat([masks.to(shown.device), shown, predicted.float()]).cpu()
             grid = make_grid(tiles, nrow=masks.shape[0], padding=2, pad_value=1.0)
-            save_image(grid, self.output_dir / "steps" / f"image_{key:03d}.png")
+            save_image(grid, self.output_dir / "steps" / f"{name}.png")
 
     def on_test_epoch_end(self) -> None:
         metrics: dict[str, Any] = dict(self.quality.compute())
@@ -142,15 +171,46 @@ class InpaintingEvaluator(L.LightningModule):
         )
         metrics["images_per_second"] = float(count / seconds) if seconds > 0 else None
         metrics["num_inpainted"] = int(count)
-        reused = self.trainer.strategy.reduce(
-            torch.tensor(float(self.num_reused), device=self.device), reduce_op="sum"
-        )
-        metrics["num_reused"] = int(reused)
+        for name in ("num_reused", "num_replaced", "num_without_hole"):
+            total = self.trainer.strategy.reduce(
+                torch.tensor(float(getattr(self, name)), device=self.device), reduce_op="sum"
+            )
+            metrics[name] = int(total)
         order = [bucket_name(b) for b in range(NUM_BUCKETS)]
         self.results = {
             "metrics": metrics,
             "buckets": {name: buckets[name] for name in order if name in buckets},
         }
+
+
+def run_settings(cfg: DictConfig, method: Inpainter) -> dict[str, Any]:
+    """Everything that decides the inpainted images, for ``maskgit.provenance``: the method
+    and its settings (files by their weights, not their paths), the precision it runs in on
+    this device, the seed and the image size."""
+    method_config = OmegaConf.to_container(cfg.method, resolve=True)
+    for path_option in ("ckpt", "tokenizer_ckpt"):
+        method_config.pop(path_option, None)
+    device_type = accelerator_device_type(cfg.trainer.accelerator)
+    return {
+        "method": getattr(method, "name", type(method).__name__),
+        "method_config": method_config,
+        "weights": weights_digest(method),
+        "precision": resolve_precision(cfg.precision, device_type),
+        "seed": cfg.seed,
+        "image_size": cfg.data.image_size,
+    }
+
+
+def claim_run(cfg: DictConfig, method: Inpainter, output_dir: Path, trainer: L.Trainer) -> str:
+    """The run's digest; rank 0 records it in (or checks it against) the output folder
+    before any other process starts."""
+    settings = run_settings(cfg, method)
+    if trainer.global_rank != 0:
+        return settings_digest(settings)
+    digest = claim_output_folder(output_dir, settings)
+    for folder in ("inpainted", "steps"):  # what a killed run was writing
+        remove_stale_temp_files(output_dir / folder)
+    return digest
 
 
 def reference_loader(
@@ -187,6 +247,7 @@ def evaluate(cfg: DictConfig) -> float | None:
         )
 
     method: Inpainter = hydra.utils.instantiate(cfg.method)
+    run_digest = claim_run(cfg, method, output_dir, trainer)
     fid = None
     if cfg.metrics.fid.enabled:
         fid = build_fid(
@@ -200,18 +261,21 @@ def evaluate(cfg: DictConfig) -> float | None:
         num_step_grids=cfg.num_step_grids,
         resume=cfg.resume,
         reference_is_test_set=len(loaders) == 1,
+        run_digest=run_digest,
     )
     trainer.test(evaluator, dataloaders=loaders, verbose=False)
 
     results = evaluator.results
     results["method"] = getattr(method, "name", type(method).__name__)
     results["overrides"] = list(cfg.get("overrides", []))
+    # The outputs in the test set's order (inpainted/<name>.png).
+    results["images"] = [path.stem for path in datamodule.test_set.files]
     if fid is None:
         results["metrics"]["fid"] = None
         results["fid_note"] = WEIGHTS_HINT
     results["config"] = OmegaConf.to_container(cfg, resolve=True)
     if trainer.is_global_zero:
-        write_json(results, output_dir / "metrics.json")
+        write_json(output_dir / "metrics.json", results)
         print_summary(results, output_dir)
     return results["metrics"].get("fid")
 
@@ -228,7 +292,9 @@ def print_summary(results: dict[str, Any], output_dir: Path) -> None:
         + ("" if metrics.get("fid") is not None else f"  ({WEIGHTS_HINT})"),
         f"masked PSNR: {show(metrics.get('psnr'), 2)} dB   masked SSIM: {show(metrics.get('ssim'))}",
         f"images/s: {show(metrics.get('images_per_second'), 1)}   "
-        f"inpainted: {metrics['num_inpainted']}   reused: {metrics['num_reused']}",
+        f"inpainted: {metrics['num_inpainted']} (replacing {metrics['num_replaced']} made from "
+        f"other inputs)   reused: {metrics['num_reused']}   "
+        f"without a hole: {metrics['num_without_hole']}",
         f"inpainted images: {output_dir / 'inpainted'}",
         f"step grids:       {output_dir / 'steps'}",
         f"metrics:          {output_dir / 'metrics.json'}",

@@ -7,7 +7,9 @@ from pathlib import Path
 import lightning as L
 import torch
 from torch import Tensor
-from torchvision.utils import make_grid, save_image
+from torchvision.utils import make_grid
+
+from maskgit.data.images import save_image
 
 
 def log_image_grid(
@@ -27,5 +29,4 @@ def log_image_grid(
             logger.log_image(key=key, images=[grid], step=step)
         elif logger.log_dir:  # CSV and others: a PNG beside the metrics
             path = Path(logger.log_dir) / "images" / f"{key.replace('/', '_')}_step{step:07d}.png"
-            path.parent.mkdir(parents=True, exist_ok=True)
             save_image(grid, path)

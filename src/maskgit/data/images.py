@@ -7,8 +7,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL.PngImagePlugin import PngInfo
 from torch import Tensor
+
+from maskgit.atomic import atomic_write
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
 
@@ -56,20 +59,53 @@ def _fit(image: Image.Image, size: int, path: Path, resize: bool, resample: int)
     return image.crop((left, top, left + size, top + size))
 
 
-def load_image(path: str | Path, size: int, resize: bool = True) -> Tensor:
-    """RGB image file -> float tensor [3,size,size] in [0,1].
+_ALPHA_MODES = ("RGBA", "LA", "PA", "RGBa", "La")
+_16BIT_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I")
 
-    Grayscale and palette images are converted (safe); RGBA is composited on white with a
-    warning; other sizes are resized and center-cropped (``resize=False``: an error).
+
+def _scale_16bit(image: Image.Image, path: Path) -> Image.Image:
+    """16-bit (or 32-bit integer) grayscale -> 8-bit: PIL's own convert would clip at 255."""
+    array = np.asarray(image).astype(np.int64)
+    if array.min() < 0 or array.max() > 65535:
+        raise ImageFileError(
+            f"{path}: mode {image.mode} with values in [{array.min()}, {array.max()}]; "
+            "expected 16-bit values in [0, 65535]"
+        )
+    return Image.fromarray(((array * 255 + 32767) // 65535).astype(np.uint8), mode="L")
+
+
+def to_rgb(image: Image.Image, path: Path) -> Image.Image:
+    """Any mode PIL opens -> RGB, or an ImageFileError naming the file and its mode.
+
+    EXIF orientation is applied; 16-bit grayscale is scaled to 8 bits; images with an alpha
+    channel (or a palette with transparency) are composited on white with a warning.
     """
-    path = Path(path)
-    image = _open(path)
-    if image.mode in ("RGBA", "LA") or (image.mode == "P" and "transparency" in image.info):
-        warnings.warn(f"{path}: has an alpha channel; compositing it on white", stacklevel=2)
+    image = ImageOps.exif_transpose(image)
+    if image.mode in _16BIT_MODES:
+        image = _scale_16bit(image, path)
+    if image.mode in _ALPHA_MODES or (image.mode == "P" and "transparency" in image.info):
+        warnings.warn(f"{path}: has an alpha channel; compositing it on white", stacklevel=3)
         rgba = image.convert("RGBA")
         background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         image = Image.alpha_composite(background, rgba)
-    image = _fit(image.convert("RGB"), size, path, resize, Image.BICUBIC)
+    if image.mode == "F":
+        raise ImageFileError(
+            f"{path}: mode F (32-bit floating point) has no fixed value range; save it as an "
+            "8- or 16-bit image"
+        )
+    try:
+        return image.convert("RGB")
+    except (ValueError, OSError) as error:
+        raise ImageFileError(
+            f"{path}: image mode {image.mode} cannot be converted to RGB ({error})"
+        ) from error
+
+
+def load_image(path: str | Path, size: int, resize: bool = True) -> Tensor:
+    """Image file -> float tensor [3,size,size] in [0,1] (see ``to_rgb`` for the modes);
+    other sizes are resized and center-cropped (``resize=False``: an error)."""
+    path = Path(path)
+    image = _fit(to_rgb(_open(path), path), size, path, resize, Image.BICUBIC)
     array = np.asarray(image, dtype=np.uint8)
     return torch.from_numpy(array.copy()).permute(2, 0, 1).float().div_(255.0)
 
@@ -77,24 +113,47 @@ def load_image(path: str | Path, size: int, resize: bool = True) -> Tensor:
 def load_mask(path: str | Path, size: int, invert: bool = False) -> Tensor:
     """Mask file (white/255 = known, black/0 = missing) -> float [1,size,size], 1 = known.
 
-    A mask must already have the image's size: resizing would move the hole's border.
+    A mask must already have the image's size: resizing would move the hole's border. Other
+    values than 0 and 255 (anti-aliased or JPEG-compressed masks) are binarised to the
+    nearer of the two, >= 128 known, with a warning naming the file and how many such
+    pixels it has; a mask with no missing pixel gets a warning too.
     """
     path = Path(path)
-    image = _open(path).convert("L")
+    image = to_rgb(_open(path), path).convert("L")
     if image.size != (size, size):
         raise ImageFileError(
             f"{path}: mask is {image.size[0]}x{image.size[1]}, expected {size}x{size} "
             "(the size of its image)"
         )
-    known = torch.from_numpy(np.asarray(image, dtype=np.uint8) >= 128).float().unsqueeze(0)
-    return 1.0 - known if invert else known
+    values = np.asarray(image, dtype=np.uint8)
+    grey = int(np.count_nonzero((values != 0) & (values != 255)))
+    if grey:
+        warnings.warn(
+            f"{path}: {grey} mask pixel(s) are neither 0 nor 255; binarised: >= 128 known, "
+            "< 128 missing",
+            stacklevel=2,
+        )
+    known = torch.from_numpy(values >= 128).float().unsqueeze(0)
+    known = 1.0 - known if invert else known
+    if bool((known == 1).all()):
+        warnings.warn(f"{path}: mask has no missing pixel; nothing to inpaint", stacklevel=2)
+    return known
 
 
-def save_image(tensor: Tensor, path: str | Path) -> None:
-    """[3,H,W] in [0,1] -> PNG, written atomically (temp file + rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+def save_image(tensor: Tensor, path: str | Path, text: dict[str, str] | None = None) -> None:
+    """[3,H,W] in [0,1] -> 8-bit PNG, written atomically (``maskgit.atomic``); ``text``
+    becomes PNG text chunks (``read_png_text`` reads them back)."""
     array = tensor.detach().clamp(0, 1).mul(255).round().byte().permute(1, 2, 0).cpu().numpy()
-    tmp = path.with_name(f".{path.name}.tmp")
-    Image.fromarray(array).save(tmp, format="PNG")
-    tmp.replace(path)
+    info = PngInfo()
+    for key, value in (text or {}).items():
+        info.add_text(key, value)
+    atomic_write(path, lambda file: Image.fromarray(array).save(file, format="PNG", pnginfo=info))
+
+
+def read_png_text(path: str | Path) -> dict[str, str]:
+    """The text chunks of a PNG ({} when the file is missing or unreadable)."""
+    try:
+        with Image.open(path) as image:
+            return dict(getattr(image, "text", {}))
+    except (OSError, UnidentifiedImageError, SyntaxError):
+        return {}

@@ -349,7 +349,9 @@ def _find_tokenizer(path: str | Path, recorded: dict | None, override: str | Non
     if override:
         found = resolve_path(override)
         if found is None:
-            raise TokenizerNotFoundError(f"tokenizer_ckpt={override!r} does not exist")
+            raise TokenizerNotFoundError(
+                f"tokenizer_ckpt={override!r} does not exist (a path you give is used as given)"
+            )
         return found
     if recorded is None:
         raise TokenizerNotFoundError(
@@ -357,7 +359,7 @@ def _find_tokenizer(path: str | Path, recorded: dict | None, override: str | Non
         )
     checkpoint_dir = Path(path).resolve().parent
     found = resolve_path(recorded["path"], checkpoint_dir) or resolve_path(
-        Path(recorded["path"]).name, checkpoint_dir
+        Path(recorded["path"]).name, checkpoint_dir, shipped=True
     )
     if found is None:
         raise TokenizerNotFoundError(
