@@ -185,7 +185,6 @@ def test_rerun_under_ddp_counts_every_rank(ckpt, first_run, tmp_path):
 
 
 def test_sweep_writes_summary_and_same_seed_repeats(ckpt, first_run, tmp_path):
-    _, first = first_run
     sweep = tmp_path / "sweep"
     run_evaluate(
         ckpt, tmp_path / "logs", "sweet_spot=1,2", "total_iter=2", f"hydra.sweep.dir={sweep}",
