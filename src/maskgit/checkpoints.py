@@ -48,6 +48,25 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     return dict(data)
 
 
+def newest_readable_checkpoint(
+    folders: list[Path],
+) -> tuple[Path | None, list[tuple[Path, str]]]:
+    """The newest ``*.ckpt`` (by modification time) under ``folders`` that loads, and the
+    newer ones skipped as unreadable, each with the reason."""
+    candidates = {
+        p.resolve() for folder in folders if folder.is_dir() for p in folder.glob("*.ckpt")
+    }
+    skipped: list[tuple[Path, str]] = []
+    for path in sorted(candidates, key=lambda p: p.stat().st_mtime, reverse=True):
+        try:
+            read_checkpoint(path)
+        except CheckpointError as error:
+            skipped.append((path, str(error)))
+            continue
+        return path, skipped
+    return None, skipped
+
+
 def describe_mismatch(expected: Mapping[str, Tensor], given: Mapping[str, Tensor]) -> str | None:
     """Missing / unexpected / mis-shaped keys between two state_dicts, or None if they fit."""
     missing = [k for k in expected if k not in given]

@@ -109,6 +109,16 @@ class IterativeDecoder:
             )
         if noise not in ("paper", "lab"):
             raise ValueError(f"noise must be 'paper' or 'lab', got {noise!r}")
+        if not choice_temperature >= 0:
+            raise ValueError(
+                f"choice_temperature must be >= 0 (the scale of the Gumbel noise on the "
+                f"confidences), got {choice_temperature}"
+            )
+        if not 0.0 <= token_threshold < 1.0:
+            raise ValueError(
+                f"decoding.token_threshold must be in [0, 1) (the share of a token's pixels "
+                f"that may be missing before it is), got {token_threshold}"
+            )
         if temperature <= 0:
             raise ValueError(f"temperature must be > 0, got {temperature}")
         precision = check_precision(precision, "decoding.precision")

@@ -3,16 +3,21 @@
 from __future__ import annotations
 
 import logging
+import os
+import warnings
+from pathlib import Path
 
 import hydra
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.loggers import Logger
 from omegaconf import DictConfig, OmegaConf
 
 from maskgit.callbacks.inpainting_fid import InpaintingFIDCallback
 from maskgit.callbacks.monitoring import monitor_instead
+from maskgit.checkpoints import CheckpointError, newest_readable_checkpoint, read_checkpoint
+from maskgit.precision import accelerator_device_type
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +46,49 @@ def monitor_logged_metric(callbacks: list[Callback]) -> None:
         )
 
 
+def resume_checkpoint(ckpt_path: str | None, callbacks: list[Callback]) -> str | None:
+    """The checkpoint to resume from. ``last``: the newest readable one the run's checkpoint
+    callbacks wrote (last.ckpt, periodic/last.ckpt, top-k), with a warning naming each newer
+    one that could not be read; a path: checked here, so an unreadable file is named."""
+    if not ckpt_path:
+        return None
+    if ckpt_path != "last":
+        read_checkpoint(ckpt_path)
+        return ckpt_path
+    folders = [Path(c.dirpath) for c in callbacks if isinstance(c, ModelCheckpoint) and c.dirpath]
+    found, skipped = newest_readable_checkpoint(folders)
+    for path, reason in skipped:
+        warnings.warn(f"ckpt_path=last: skipping {path}: {reason}", stacklevel=2)
+    if found is None:
+        if skipped:
+            raise CheckpointError(
+                "ckpt_path=last: no readable checkpoint in "
+                + ", ".join(str(f) for f in folders)
+                + f" ({len(skipped)} unreadable, listed above)"
+            )
+        log.warning("ckpt_path=last: no checkpoint in %s yet; starting a new run", folders)
+        return None
+    if skipped:
+        log.warning("ckpt_path=last: resuming from %s", found)
+    return str(found)
+
+
+def warn_if_cpu_oversubscribed(devices: object, accelerator: object, num_workers: int) -> None:
+    """More DDP processes than CPU cores run, but each gets a fraction of a core."""
+    if accelerator_device_type(accelerator) != "cpu" or not isinstance(devices, int):
+        return
+    cores = os.cpu_count() or 1
+    if devices > cores:
+        processes = devices * (1 + num_workers)
+        warnings.warn(
+            f"trainer.devices={devices} starts {devices} CPU processes ({processes} with "
+            f"{num_workers} data loader worker(s) each) on a machine with {cores} CPU "
+            f"core(s): they share the cores and run slower than one process; use "
+            f"trainer.devices<={cores}",
+            stacklevel=2,
+        )
+
+
 def train(cfg: DictConfig) -> float | None:
     L.seed_everything(cfg.seed, workers=True)
     torch.set_float32_matmul_precision("high")
@@ -53,6 +101,9 @@ def train(cfg: DictConfig) -> float | None:
         if not hasattr(model, "init_from"):
             raise ValueError(f"init_from: {type(model).__name__} has no warm start")
         model.init_from(cfg.init_from)
+    warn_if_cpu_oversubscribed(
+        cfg.trainer.devices, cfg.trainer.accelerator, cfg.data.get("num_workers", 0)
+    )
     callbacks: list[Callback] = instantiate_group(cfg.get("callbacks"), "callback")
     monitor_logged_metric(callbacks)
     loggers: list[Logger] = instantiate_group(cfg.get("logger"), "logger")
@@ -62,7 +113,8 @@ def train(cfg: DictConfig) -> float | None:
     for logger in loggers:
         logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
 
-    trainer.fit(model=model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    ckpt_path = resume_checkpoint(cfg.get("ckpt_path"), callbacks)
+    trainer.fit(model=model, datamodule=datamodule, ckpt_path=ckpt_path)
 
     metric_name = cfg.get("optimized_metric")
     value = trainer.callback_metrics.get(metric_name) if metric_name else None

@@ -61,6 +61,28 @@ def build_schedule(config: Any) -> Schedule:
     return hydra.utils.instantiate(config)
 
 
+def check_training_options(
+    inpaint_mask_fraction: float,
+    label_smoothing: float,
+    lr: float,
+    warmup_steps: int,
+    min_lr_ratio: float,
+    lr_decay_steps: int | None,
+) -> None:
+    """Ranges of the numeric training options, checked at start-up with their names."""
+    checks = [
+        ("model.inpaint_mask_fraction", inpaint_mask_fraction, 0 <= inpaint_mask_fraction <= 1, "[0, 1]"),
+        ("model.label_smoothing", label_smoothing, 0 <= label_smoothing < 1, "[0, 1)"),
+        ("model.lr", lr, lr > 0, "> 0"),
+        ("model.warmup_steps", warmup_steps, warmup_steps >= 0, ">= 0"),
+        ("model.min_lr_ratio", min_lr_ratio, 0 <= min_lr_ratio <= 1, "[0, 1]"),
+        ("model.lr_decay_steps", lr_decay_steps, lr_decay_steps is None or lr_decay_steps >= 1, ">= 1 or null"),
+    ]  # fmt: skip
+    for name, value, ok, allowed in checks:
+        if not ok:
+            raise ValueError(f"{name} must be {allowed}, got {value}")
+
+
 class MaskGitModule(L.LightningModule):
     """MaskGIT transformer over a frozen tokenizer (loaded from ``tokenizer_ckpt``).
 
@@ -86,6 +108,11 @@ class MaskGitModule(L.LightningModule):
         compile: bool = False,
     ) -> None:
         super().__init__()
+        check_training_options(
+            inpaint_mask_fraction=inpaint_mask_fraction, label_smoothing=label_smoothing,
+            lr=lr, warmup_steps=warmup_steps, min_lr_ratio=min_lr_ratio,
+            lr_decay_steps=lr_decay_steps,
+        )  # fmt: skip
         transformer = plain_config(transformer)
         mask_schedule = plain_config(mask_schedule)
         decoding = plain_config(decoding)
