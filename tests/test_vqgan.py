@@ -244,3 +244,24 @@ def test_local_encoder_needs_one_channel_entry_per_resolution():
         VQGAN(**config)
     with pytest.raises(ValueError, match=r"tokenizer\.encoder must be"):
         VQGAN(**{**tiny_tokenizer_config(), "encoder": "vit"})
+
+
+def test_known_token_agreement_metric_separates_the_ring_from_far_tokens():
+    from maskgit.inpainting import hide_missing
+    from maskgit.metrics.tokens import KnownTokenAgreement, token_regions
+
+    mask = torch.ones(1, 1, 64, 64)
+    mask[:, :, 24:40, 24:40] = 0  # tokens 6..9 missing
+    ring, far = token_regions(mask, 16)
+    assert int(ring.sum()) == 6 * 6 - 4 * 4 and int(far.sum()) == 256 - 36
+    images = torch.rand(2, 3, 64, 64)
+    masks = mask.expand(2, -1, -1, -1)
+    for vqgan, far_expected in ((tiny_local_vqgan(), 1.0), (tiny_vqgan(), None)):
+        metric = KnownTokenAgreement()
+        full = vqgan.tokenize(images)
+        metric.update(vqgan.tokenize(hide_missing(images, masks)), full, masks)
+        scores = metric.compute()
+        if far_expected is not None:
+            assert float(scores["far"]) == far_expected
+        else:  # the global encoder changes far tokens too
+            assert float(scores["far"]) < 1.0
