@@ -13,11 +13,15 @@ import hydra
 from omegaconf import DictConfig
 
 from maskgit.evaluation import evaluate
+from maskgit.hydra_setup import register_gamma_groups, single_decoding_names
+
+# conf/gamma/ is the `mask` and the `schedule` group.
+register_gamma_groups(Path(__file__).resolve().parent / "conf")
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="evaluate")
 def main(cfg: DictConfig) -> float | None:
-    return evaluate(cfg)
+    return evaluate(single_decoding_names(cfg))
 
 
 if __name__ == "__main__":

@@ -27,11 +27,13 @@ from hydra.core.global_hydra import GlobalHydra
 from omegaconf import open_dict
 
 from maskgit.evaluation import InpaintingEvaluator
+from maskgit.hydra_setup import register_gamma_groups
 from maskgit.metrics.fid import build_fid
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 os.environ.setdefault("PROJECT_ROOT", str(ROOT))
+register_gamma_groups(ROOT / "conf")  # schedule=... as in evaluate.py
 
 
 def runs(quick: bool) -> list[tuple[str, list[str]]]:

@@ -12,6 +12,7 @@ from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
 from maskgit.checkpoints import TOKENIZER_FORMAT, save_atomic
+from maskgit.hydra_setup import register_gamma_groups
 from maskgit.models.vqgan import VQGAN
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -21,6 +22,7 @@ SHARED = ROOT.parent / "shared"
 FID_WEIGHTS = SHARED / "models" / "inception" / "weights-inception-2015-12-05-6726825d.pth"
 
 os.environ.setdefault("PROJECT_ROOT", str(ROOT))
+register_gamma_groups(CONF)  # the mask/ and schedule/ groups, as train.py and evaluate.py do
 torch.set_num_threads(min(2, torch.get_num_threads()))
 
 

@@ -2,16 +2,24 @@
 
 from __future__ import annotations
 
+import logging
 import math
 
 import pytest
 import torch
 from conftest import FID_WEIGHTS, SAMPLE
 from torch import Tensor, nn
+from torchmetrics.image.kid import KernelInceptionDistance
 
 from maskgit.data.images import load_image
 from maskgit.metrics.codebook import CodebookUsage
-from maskgit.metrics.fid import BucketedFID, FIDUnavailableError, build_fid
+from maskgit.metrics.fid import (
+    MIN_GROUP_FID_IMAGES,
+    BucketedFID,
+    FIDUnavailableError,
+    build_fid,
+    kernel_inception_distance,
+)
 from maskgit.metrics.inpainting import InpaintingQuality, area_bucket, bucket_name
 
 SIZE = 32
@@ -164,16 +172,92 @@ def test_fid_groups(images):
     fid.update(images, real=False, groups=torch.zeros(12, dtype=torch.long))
     fid.update((images + 0.3).clamp(0, 1), real=False, groups=torch.ones(12, dtype=torch.long))
     fid.update(images[:1], real=False, groups=torch.tensor([7]))  # too few to score
-    groups = fid.compute_groups()
-    assert set(groups) == {0, 1}
+    groups = fid.compute_groups(min_images=2)
+    assert set(groups) == {0, 1, 7}
     assert abs(groups[0]) < 1e-6
     assert groups[1] > 1e-4
+    assert groups[7] == "n/a"
     assert math.isfinite(float(fid.compute()))
-    assert set(fid.compute_groups(min_images=13)) == set()
+    assert fid.compute_groups(min_images=13) == {0: "n/a", 1: "n/a", 7: "n/a"}
     plain = BucketedFID(feature=TinyFeatures())
     plain.update(images, real=True)
     plain.update(images, real=False)
     assert plain.compute_groups() == {}
+
+
+def test_small_groups_report_kid_instead_of_fid():
+    """FID from MIN_GROUP_FID_IMAGES (50) images on; below it "n/a", the count and the KID."""
+    assert MIN_GROUP_FID_IMAGES == 50
+    images = sample_images(64)
+    fid = BucketedFID(feature=TinyFeatures())
+    fid.update(images, real=True)
+    fid.update(images[:50], real=False, groups=torch.zeros(50, dtype=torch.long))
+    fid.update(images[50:], real=False, groups=torch.ones(14, dtype=torch.long))
+    darker = (images[:13] * 0.5).clamp(0, 1)
+    fid.update(darker, real=False, groups=torch.full((13,), 2))
+    fid.update(images[:1], real=False, groups=torch.tensor([3]))
+    scores = fid.compute_group_scores()
+    assert scores[0]["fid_images"] == 50 and isinstance(scores[0]["fid"], float)
+    assert "kid" not in scores[0]
+    for group, count in ((1, 14), (2, 13), (3, 1)):
+        assert scores[group]["fid_images"] == count and scores[group]["fid"] == "n/a"
+    # Real images against themselves: KID about 0; darkened ones: clearly above it.
+    assert abs(scores[1]["kid"]) < 0.2 * scores[2]["kid"] and scores[2]["kid"] > 0
+    assert scores[2]["kid_std"] >= 0
+    assert scores[3]["kid"] is None  # one image: no unbiased estimate
+    assert fid.compute_groups() == {g: s["fid"] for g, s in scores.items()}
+    assert fid.compute_group_scores() == scores  # seeded subsets: the same every time
+
+
+def test_group_kid_is_torchmetrics_kid():
+    """Subsets as large as both sets: KID is the full unbiased MMD, whatever the draw."""
+    images = sample_images(13)
+    fake = (images * 0.7 + 0.2).clamp(0, 1)
+    fid = BucketedFID(feature=TinyFeatures())
+    fid.update(images, real=True)
+    fid.update(fake, real=False, groups=torch.zeros(13, dtype=torch.long))
+    reference = KernelInceptionDistance(feature=TinyFeatures(), subset_size=13, subsets=3)
+    reference.update(images, real=True)
+    reference.update(fake, real=False)
+    mean, std = reference.compute()
+    scores = fid.compute_group_scores()[0]
+    assert scores["kid"] == pytest.approx(float(mean), rel=1e-3)  # torchmetrics: float32
+    assert scores["kid_std"] == pytest.approx(0.0, abs=1e-9) and float(std) == pytest.approx(
+        0.0, abs=1e-6
+    )
+    assert kernel_inception_distance(None, fake) == (None, None)
+
+
+def test_overall_fid_over_few_images_warns_once_naming_the_threshold(caplog):
+    images = sample_images(12)
+    few = BucketedFID(feature=TinyFeatures())  # 4-d features: the threshold is 4 images
+    few.update(images[:3], real=True)
+    few.update(images[:3], real=False)
+    with caplog.at_level(logging.WARNING, logger="maskgit.metrics.fid"):
+        few.compute()
+        few.compute()
+    warnings = [r.getMessage() for r in caplog.records if "FID over" in r.getMessage()]
+    assert len(warnings) == 1
+    assert "3 inpainted and 3 real images, fewer than 4" in warnings[0]
+    assert few.small_sample_note() == warnings[0]
+    enough = BucketedFID(feature=TinyFeatures())
+    enough.update(images, real=True)
+    enough.update(images, real=False)
+    assert enough.small_sample_note() is None
+
+
+def test_reset_keeps_real_features_when_asked(images):
+    fid = BucketedFID(feature=TinyFeatures())
+    fid.reset_real_features = False  # as benchmarks/quality.py: real images once
+    fid.update(images, real=True)
+    fid.update(images, real=False, groups=torch.zeros(12, dtype=torch.long))
+    before = fid.compute_group_scores(min_images=13)[0]["kid"]
+    fid.reset()
+    fid.update(images, real=False, groups=torch.zeros(12, dtype=torch.long))
+    assert fid.compute_group_scores(min_images=13)[0]["kid"] == pytest.approx(before)
+    fid.reset_real_features = True
+    fid.reset()
+    assert len(fid.real_features) == 0 and int(fid.real_features_num_samples) == 0
 
 
 def metric_inputs() -> tuple[Tensor, Tensor, Tensor]:
@@ -199,7 +283,7 @@ def ddp_worker(rank: int, world: int, init_file: str, out: str) -> None:
     )
     try:
         fid, quality = update_metrics(slice(rank, None, world))  # 6 images per rank
-        result = {"groups": fid.compute_groups(), "buckets": quality.compute_buckets()}
+        result = {"groups": fid.compute_groups(min_images=2), "buckets": quality.compute_buckets()}
         result["fid"] = float(fid.compute())
         torch.save(result, f"{out}.{rank}")
     finally:
@@ -210,7 +294,8 @@ def ddp_worker(rank: int, world: int, init_file: str, out: str) -> None:
 def test_groups_and_buckets_gather_all_ranks(tmp_path):
     """compute_groups / compute_buckets are not synced by torchmetrics like compute() is."""
     fid, quality = update_metrics(slice(None))
-    expected_groups, expected_buckets = fid.compute_groups(), quality.compute_buckets()
+    expected_groups = fid.compute_groups(min_images=2)
+    expected_buckets = quality.compute_buckets()
     assert {name: row["count"] for name, row in expected_buckets.items()} == {
         "0-10%": 4,
         "10-20%": 4,

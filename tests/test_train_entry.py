@@ -16,7 +16,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from maskgit.checkpoints import CheckpointError, load_tokenizer
 from maskgit.data.images import load_image
-from maskgit.data.token_cache import tokenizer_fingerprint
+from maskgit.fingerprint import tokenizer_fingerprint
 from maskgit.modules.maskgit import NonFiniteLossError
 from maskgit.modules.tokenizer import VQGANModule
 from maskgit.training import train
@@ -43,7 +43,10 @@ def data_root(tmp_path_factory) -> Path:
 def stage2(tokenizer: Path, data: Path, tmp: Path, steps: int = 1) -> list[str]:
     """Overrides for a tiny stage-2 run of ``steps`` optimizer steps, writing only under tmp."""
     return [
-        "model=tiny",
+        "transformer=tiny",
+        # The tiny size trains at a higher rate with a short warmup (model/maskgit.yaml).
+        "model.lr=1e-3",
+        "model.warmup_steps=10",
         "tokenizer=tiny",
         f"tokenizer_ckpt={tokenizer}",
         f"data_root={data}",
@@ -261,12 +264,17 @@ def test_decoder_finetune_logs_reconstruction_fid(tiny_tokenizer_path, data_root
 # --- configuration -----------------------------------------------------------------------
 
 
+# conf/gamma/ is mounted as these two groups (maskgit.hydra_setup); it is no group of its own.
+GAMMA_MOUNTS = ("mask", "schedule")
+
+
 def all_options() -> list[tuple[str, str]]:
-    return [
-        (group.name, path.stem)
-        for group in sorted(p for p in CONF.iterdir() if p.is_dir())
-        for path in sorted(group.glob("*.yaml"))
-    ]
+    options = []
+    for group in sorted(p for p in CONF.iterdir() if p.is_dir()):
+        names = [path.stem for path in sorted(group.glob("*.yaml"))]
+        for name in GAMMA_MOUNTS if group.name == "gamma" else (group.name,):
+            options += [(name, stem) for stem in names]
+    return options
 
 
 @pytest.mark.parametrize(("group", "option"), all_options(), ids=lambda v: str(v))
@@ -284,21 +292,35 @@ def test_every_config_option_composes_and_resolves(group, option, tmp_path):
     if group == "method":
         assert resolved["method"]["_target_"].startswith("maskgit.baselines.")
         assert resolved["overrides"] == overrides
-    if group == "model" and option != "vqgan":
+    if group in ("model", "transformer") and option != "vqgan":
         # The transformer's classes are the tokenizer's codes.
         assert (
             resolved["model"]["transformer"]["num_codebook_vectors"]
             == resolved["tokenizer"]["num_codebook_vectors"]
         )
+    if group == "transformer":
+        # Sizes from transformer/<option>.yaml, wired by model/maskgit.yaml.
+        sizes = OmegaConf.to_container(OmegaConf.load(CONF / "transformer" / f"{option}.yaml"))
+        assert sizes and {k: resolved["model"]["transformer"][k] for k in sizes} == sizes
     if group in ("mask", "schedule"):
+        # The gamma config of that name, mounted in place (and used where each is read).
+        gamma = OmegaConf.to_container(OmegaConf.load(CONF / "gamma" / f"{option}.yaml"))
+        assert resolved[group] == gamma
         assert resolved[group]["_target_"] == f"maskgit.schedules.{option}"
+        used = (
+            resolved["model"]["mask_schedule"]
+            if group == "mask"
+            else resolved["decoding"]["schedule"]
+        )
+        assert used == gamma
 
 
 def test_option_lists_cover_the_known_groups():
     groups = {g for g, _ in all_options()}
     expected = {"attention", "callbacks", "data", "debug", "decoding", "experiment", "hydra"}
     expected |= {"logger", "mask", "method", "metrics", "model", "paths", "schedule"}
-    assert expected | {"tokenizer", "trainer"} <= groups
+    assert expected | {"tokenizer", "trainer", "transformer"} <= groups
+    assert "gamma" not in groups  # only mounted, as mask and schedule
 
 
 @pytest.mark.parametrize(
@@ -454,7 +476,7 @@ def test_resume_with_another_architecture_lists_what_does_not_fit(
     run_train(stage2(tiny_tokenizer_path, data_root, tmp_path, steps=1), tmp_path / "out1")
     wider = [*stage2(tiny_tokenizer_path, data_root, tmp_path, steps=2), "ckpt_path=last"]
     with pytest.raises(CheckpointError) as error:
-        run_train([*wider, "model.transformer.dim=48"], tmp_path / "out2")
+        run_train([*wider, "transformer.dim=48"], tmp_path / "out2")
     message = str(error.value)
     assert "last.ckpt" in message and "MaskGitModule" in message
     assert "transformer.tok_emb.weight: expected (65, 48), got (65, 32)" in message

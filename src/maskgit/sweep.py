@@ -52,17 +52,33 @@ def write_summary(sweep_dir: Path) -> list[dict[str, Any]]:
     return rows
 
 
+# The options a sweep plot runs along: both count decoding steps, so the axis ticks are integers.
+X_OPTIONS = ("sweet_spot", "total_iter")
+
+
 def plot(rows: list[dict[str, Any]], path: Path) -> None:
     """FID (or masked PSNR without FID) against sweet_spot or total_iter, a line per schedule."""
+    import matplotlib.pyplot as plt
+
+    figure = sweep_figure(rows)
+    if figure is None:
+        return
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+
+
+def sweep_figure(rows: list[dict[str, Any]]):
+    """The summary plot's matplotlib figure (None: no swept step option to plot against)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
-    x_key = next((k for k in ("sweet_spot", "total_iter") if any(k in r for r in rows)), None)
+    x_key = next((k for k in X_OPTIONS if any(k in r for r in rows)), None)
     y_key = "fid" if any(r.get("fid") is not None for r in rows) else "psnr"
     if x_key is None:
-        return
+        return None
     figure, axis = plt.subplots(figsize=(5, 3.5))
     groups: dict[str, list[tuple[float, float]]] = {}
     for row in rows:
@@ -78,12 +94,12 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
         points.sort()
         axis.plot([p[0] for p in points], [p[1] for p in points], marker="o", label=label)
     axis.set_xlabel(x_key)
+    axis.xaxis.set_major_locator(MaxNLocator(integer=True))
     axis.set_ylabel(y_key.upper() if y_key == "fid" else "masked PSNR (dB)")
     axis.grid(alpha=0.3)
     axis.legend(fontsize=8)
     figure.tight_layout()
-    figure.savefig(path, dpi=120)
-    plt.close(figure)
+    return figure
 
 
 class SweepSummary(Callback):

@@ -13,9 +13,23 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 from torchmetrics.image.fid import FrechetInceptionDistance
+from torchmetrics.image.kid import poly_mmd
 from torchmetrics.utilities import dim_zero_cat
 
 log = logging.getLogger(__name__)
+
+# A hole-area bucket gets an FID only from this many inpainted images on. A bucket FID is
+# only comparable with the same bucket of another run (same masks, same image count): FID's
+# small-sample bias grows as 1/n and depends on the images, so it does not cancel between
+# runs, and under 50 images (a fake covariance of rank <= 49 out of 2048 dimensions) it is
+# expected to exceed the few FID points that separate decoding settings. Below it a bucket
+# reports "n/a" for FID, its image count and the KID instead (an unbiased estimate at any
+# size: torchmetrics' estimator, its subset size fitted to the bucket). A judgement call,
+# not a measured cut-off.
+MIN_GROUP_FID_IMAGES = 50
+# KID subsets (torchmetrics' default, 100), drawn with a fixed seed: the same on every rank.
+KID_SUBSETS = 100
+NOT_AVAILABLE = "n/a"
 
 WEIGHTS_HINT = (
     "FID needs the TF-FID Inception weights: set metrics.fid.weights_path=<path to "
@@ -61,6 +75,17 @@ class BucketedFID(FrechetInceptionDistance):
         super().__init__(feature=feature, normalize=True, **kwargs)
         self.add_state("fake_features", [], dist_reduce_fx="cat")
         self.add_state("fake_groups", [], dist_reduce_fx="cat")
+        # Per image too (the FID needs only their sums), for the KID of small groups.
+        self.add_state("real_features", [], dist_reduce_fx="cat")
+        self._warned_small_sample = False
+
+    def reset(self) -> None:
+        """torchmetrics' reset, which keeps the real statistics when
+        ``reset_real_features`` is False; the real features per image are kept with them."""
+        kept = list(self.real_features) if not self.reset_real_features else None
+        super().reset()
+        if kept is not None:
+            self.real_features = kept
 
     def update(self, imgs: Tensor, real: bool, groups: Tensor | None = None) -> None:
         """imgs [B,3,H,W] float in [0,1]; groups [B] int ids of the fake images' groups."""
@@ -74,6 +99,7 @@ class BucketedFID(FrechetInceptionDistance):
             self.real_features_sum += features.sum(0)
             self.real_features_cov_sum += features.t().mm(features)
             self.real_features_num_samples += imgs.shape[0]
+            self.real_features.append(features.float())
             return
         self.fake_features_sum += features.sum(0)
         self.fake_features_cov_sum += features.t().mm(features)
@@ -91,28 +117,85 @@ class BucketedFID(FrechetInceptionDistance):
         cov = (self.real_features_cov_sum - n_real * torch.outer(mean, mean)) / (n_real - 1)
         return mean, cov
 
+    def small_sample_note(self) -> str | None:
+        """Why the overall FID means little, or None: fewer real or fake images than the
+        features have dimensions (2048 for Inception), the threshold below which the
+        covariances are rank-deficient and the FID's upward bias is large."""
+        dims = int(self.real_features_sum.numel())
+        n_fake, n_real = int(self.fake_features_num_samples), int(self.real_features_num_samples)
+        if min(n_fake, n_real) >= dims:
+            return None
+        return (
+            f"FID over {n_fake} inpainted and {n_real} real images, fewer than {dims} (the "
+            f"dimension of its features, below which their covariance is rank-deficient): "
+            f"biased upward, compare it only with FIDs over the same number of images"
+        )
+
     def compute(self) -> Tensor:
         # torchmetrics syncs the states across ranks before this runs.
         features = dim_zero_cat(self.fake_features)
         mean_real, cov_real = self._real_statistics()
+        note = self.small_sample_note()
+        if note is not None and not self._warned_small_sample:
+            self._warned_small_sample = True  # once per metric (not at every validation)
+            log.warning(note)
         return frechet_distance(mean_real, cov_real, features.double()).float()
 
-    def compute_groups(self, min_images: int = 2) -> dict[int, float]:
-        """FID of each group's fake images against all real images (groups with enough images)."""
+    def compute_group_scores(
+        self, min_images: int = MIN_GROUP_FID_IMAGES
+    ) -> dict[int, dict[str, float | int | str | None]]:
+        """Per group (e.g. hole-area bucket) of fake images, against all real images: the
+        number of images (``fid_images``), the FID where the group has ``min_images`` or more
+        (else "n/a") and, below that, the KID (``kid``, ``kid_std``; None under 2 images)."""
         # Unlike compute(), not synced by torchmetrics: gather every rank's features here.
         with self.sync_context(dist_sync_fn=self.dist_sync_fn, should_sync=self._to_sync):
             features = dim_zero_cat(self.fake_features) if len(self.fake_features) else None
             groups = dim_zero_cat(self.fake_groups) if len(self.fake_groups) else None
+            real = dim_zero_cat(self.real_features) if len(self.real_features) else None
             mean_real, cov_real = self._real_statistics()
         if features is None:
             return {}
-        result = {}
+        result: dict[int, dict[str, float | int | str | None]] = {}
         for group in groups.unique().tolist():
             selected = features[groups == group].double()
-            if group < 0 or selected.shape[0] < min_images:
+            if group < 0:
                 continue
-            result[group] = float(frechet_distance(mean_real, cov_real, selected))
+            scores: dict[str, float | int | str | None] = {"fid_images": selected.shape[0]}
+            if selected.shape[0] >= max(min_images, 2):
+                scores["fid"] = float(frechet_distance(mean_real, cov_real, selected))
+            else:
+                scores["fid"] = NOT_AVAILABLE
+                scores["kid"], scores["kid_std"] = kernel_inception_distance(real, selected)
+            result[group] = scores
         return result
+
+    def compute_groups(self, min_images: int = MIN_GROUP_FID_IMAGES) -> dict[int, float | str]:
+        """FID of each group's fake images against all real images; "n/a" for a group of
+        fewer than ``min_images`` (see :data:`MIN_GROUP_FID_IMAGES`)."""
+        scores = self.compute_group_scores(min_images)
+        return {group: row["fid"] for group, row in scores.items()}
+
+
+def kernel_inception_distance(
+    real: Tensor | None, fake: Tensor, subsets: int = KID_SUBSETS, seed: int = 0
+) -> tuple[float | None, float | None]:
+    """KID (mean, std over ``subsets``) as torchmetrics' KernelInceptionDistance computes it
+    (cubic polynomial kernel, unbiased MMD^2 over equal-size subsets of real and fake
+    features), with the subset size fitted to the smaller set; (None, None) under 2 images."""
+    if real is None:
+        return None, None
+    size = min(real.shape[0], fake.shape[0])
+    if size < 2:
+        return None, None
+    generator = torch.Generator().manual_seed(seed)
+    real, fake = real.double(), fake.double()
+    values = []
+    for _ in range(subsets):
+        pick_real = torch.randperm(real.shape[0], generator=generator)[:size]
+        pick_fake = torch.randperm(fake.shape[0], generator=generator)[:size]
+        values.append(poly_mmd(real[pick_real.to(real.device)], fake[pick_fake.to(fake.device)]))
+    stacked = torch.stack(values)
+    return float(stacked.mean()), float(stacked.std(unbiased=False))
 
 
 def build_fid(
