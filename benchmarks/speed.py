@@ -60,10 +60,8 @@ def timed(fn: Callable[[], object], device: torch.device, repeat: int, warmup: i
 def transformer_config(name: str) -> dict:
     if name == "lab":
         return dict(LAB_TRANSFORMER)
-    model = yaml.safe_load((ROOT / "conf" / "model" / f"{name}.yaml").read_text())["transformer"]
-    return {k: v for k, v in model.items() if not str(v).startswith("$")} | {
-        "num_codebook_vectors": 1024
-    }
+    sizes = yaml.safe_load((ROOT / "conf" / "transformer" / f"{name}.yaml").read_text())
+    return sizes | {"num_codebook_vectors": 1024}
 
 
 def forward_flops(config: dict, predicted: int, tokens: int = 256) -> float:
