@@ -4,9 +4,13 @@
     python benchmarks/quality.py --limit 300 --quick  # fewer images and settings
     python benchmarks/quality.py --limit 200 --name quality_grid200  # the full grid, 200 pairs
     python benchmarks/quality.py --tokenizer new_vqgan.pt --name quality_new  # another decoder
+    python benchmarks/quality.py --only "maskgit cosine T=8" --set precision=32 seed=1 \
+        --name parity_fp32_seed1                      # any evaluate.py override
 
 Every run goes through evaluate.py's own code (InpaintingEvaluator under Trainer.test); the
-real images' Inception features are computed once and shared by all runs. Writes
+real images' Inception features are computed once and shared by all runs. The "tokenizer"
+row scores the tokenizer itself: full-image reconstruction PSNR / SSIM / FID and the share
+of known tokens that hiding the hole leaves unchanged, away from it and next to it. Writes
 benchmarks/results/<name>.{json,md} (name: quality).
 """
 
@@ -26,9 +30,13 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import open_dict
 
+from maskgit.checkpoints import load_tokenizer
 from maskgit.evaluation import InpaintingEvaluator
 from maskgit.hydra_setup import register_gamma_groups
+from maskgit.inpainting import hide_missing, tokenize_fp32
+from maskgit.loading import tokenizer_of
 from maskgit.metrics.fid import build_fid
+from maskgit.metrics.tokens import KnownTokenAgreement
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
@@ -54,6 +62,38 @@ def runs(quick: bool) -> list[tuple[str, list[str]]]:
     return specs
 
 
+TOKENIZER_RUN = "tokenizer"
+
+
+@torch.inference_mode()
+def tokenizer_scores(tokenizer, loader, fid) -> dict:
+    """Whole-photo reconstruction PSNR / SSIM / FID (fp32) and known-token agreement."""
+    from torchmetrics.image import PeakSignalNoiseRatio, StructuralSimilarityIndexMeasure
+
+    psnr = PeakSignalNoiseRatio(data_range=1.0)
+    ssim = StructuralSimilarityIndexMeasure(data_range=1.0)
+    agreement = KnownTokenAgreement()
+    fid.reset()
+    for batch in loader:
+        images, masks = batch["image"], batch["mask"]
+        tokens = tokenize_fp32(tokenizer, images)
+        recon = tokenizer.detokenize(tokens).float()
+        recon = recon.mul(255).round().div(255)  # scored as 8-bit images, like the others
+        psnr.update(recon, images)
+        ssim.update(recon, images)
+        fid.update(recon, real=False)
+        agreement.update(tokenize_fp32(tokenizer, hide_missing(images, masks)), tokens, masks)
+    tokens_kept = agreement.compute()
+    return {
+        "run": TOKENIZER_RUN,
+        "recon_psnr": float(psnr.compute()),
+        "recon_ssim": float(ssim.compute()),
+        "recon_fid": float(fid.compute()),
+        "known_tokens_far": float(tokens_kept["far"]),
+        "known_tokens_ring": float(tokens_kept["ring"]),
+    }
+
+
 def compose_eval(overrides: list[str]):
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
@@ -77,14 +117,18 @@ def main() -> None:
     parser.add_argument("--only", nargs="+", metavar="RUN", help="these runs only (their labels)")
     parser.add_argument("--batch-size", type=int, default=50)
     parser.add_argument("--name", default="quality", help="results file stem")
+    parser.add_argument(
+        "--set", nargs="+", default=[], metavar="KEY=VALUE", help="evaluate.py overrides"
+    )
     args = parser.parse_args()
-    if (args.only or args.tokenizer) and args.name == "quality":
-        parser.error("--only / --tokenizer: give --name too, so the committed results stay")
+    if (args.only or args.tokenizer or args.set) and args.name == "quality":
+        parser.error("--only / --tokenizer / --set: give --name too, so the committed results stay")
 
     common = [f"data_root={args.data_root}", f"ckpt={args.ckpt}", "data.num_workers=0",
               f"data.eval_batch_size={args.batch_size}", "resume=false"]  # fmt: skip
     if args.tokenizer:
         common.append(f"tokenizer_ckpt={args.tokenizer}")
+    common += args.set
     if args.limit:
         common.append(f"data.test_limit={args.limit}")
     base = compose_eval(common)
@@ -98,12 +142,25 @@ def main() -> None:
         fid.update(batch["image"], real=True)
 
     specs = runs(args.quick)
+    labels = [TOKENIZER_RUN] + [label for label, _ in specs]
     if args.only:
-        unknown = set(args.only) - {label for label, _ in specs}
+        unknown = set(args.only) - set(labels)
         if unknown:
-            parser.error(f"--only: unknown runs {sorted(unknown)}; runs: {[s[0] for s in specs]}")
+            parser.error(f"--only: unknown runs {sorted(unknown)}; runs: {labels}")
         specs = [(label, overrides) for label, overrides in specs if label in args.only]
     table = []
+    tokenizer_row = None
+    if not args.only or TOKENIZER_RUN in args.only:
+        tokenizer = load_tokenizer(args.tokenizer) if args.tokenizer else tokenizer_of(args.ckpt)
+        tokenizer_row = tokenizer_scores(tokenizer.eval(), loader, fid)
+        print(
+            f"tokenizer: recon PSNR {tokenizer_row['recon_psnr']:.2f} SSIM "
+            f"{tokenizer_row['recon_ssim']:.3f} FID {tokenizer_row['recon_fid']:.2f}; known "
+            f"tokens unchanged: far {tokenizer_row['known_tokens_far']:.4f} ring "
+            f"{tokenizer_row['known_tokens_ring']:.4f}",
+            flush=True,
+        )
+        write(table, int(fid.real_features_num_samples), args, final=False, tokenizer=tokenizer_row)
     for label, overrides in specs:
         cfg = compose_eval(common + overrides)
         method = hydra.utils.instantiate(cfg.method)
@@ -124,12 +181,12 @@ def main() -> None:
         print(f"{label:45s} FID {metrics['fid']:8.2f}  PSNR {metrics['psnr']:6.2f}  "
               f"SSIM {metrics['ssim']:.3f}  {metrics['images_per_second'] or 0:8.1f} img/s", flush=True)  # fmt: skip
         # Rewritten after every run: a stopped benchmark keeps the rows it measured.
-        write(table, int(fid.real_features_num_samples), args, final=False)
+        write(table, int(fid.real_features_num_samples), args, final=False, tokenizer=tokenizer_row)
 
-    write(table, int(fid.real_features_num_samples), args, final=True)
+    write(table, int(fid.real_features_num_samples), args, final=True, tokenizer=tokenizer_row)
 
 
-def write(table: list[dict], n_images: int, args, final: bool) -> None:
+def write(table: list[dict], n_images: int, args, final: bool, tokenizer: dict | None) -> None:
     def best(prefix: str) -> dict:
         rows = [r for r in table if r["run"].startswith(prefix)]
         return min(rows, key=lambda r: r["fid"])
@@ -137,7 +194,7 @@ def write(table: list[dict], n_images: int, args, final: bool) -> None:
     RESULTS.mkdir(parents=True, exist_ok=True)
     if not final or args.only:  # a subset has no summary of the whole comparison
         summary = {"images": n_images, "complete": False, "arguments": vars(args)}
-        partial = {"summary": summary, "runs": table}
+        partial = {"summary": summary, "tokenizer": tokenizer, "runs": table}
         (RESULTS / f"{args.name}.json").write_text(json.dumps(partial, indent=2))
         return
     maskgit_best = best("maskgit")
@@ -158,7 +215,7 @@ def write(table: list[dict], n_images: int, args, final: bool) -> None:
     for schedule in ("cosine", "linear", "square"):
         summary[f"best_{schedule}"] = best(f"maskgit {schedule}")["run"]
     (RESULTS / f"{args.name}.json").write_text(
-        json.dumps({"summary": summary, "runs": table}, indent=2)
+        json.dumps({"summary": summary, "tokenizer": tokenizer, "runs": table}, indent=2)
     )
     lines = [
         f"# Inpainting quality ({n_images} val pairs of {Path(args.data_root).name}, "
@@ -174,6 +231,14 @@ def write(table: list[dict], n_images: int, args, final: bool) -> None:
         "| run | FID | masked PSNR | masked SSIM | images/s |",
         "|---|---|---|---|---|",
     ]  # fmt: skip
+    if tokenizer is not None:
+        lines[-2:-2] = [
+            f"Tokenizer: whole-photo reconstruction PSNR {tokenizer['recon_psnr']:.2f} dB, SSIM "
+            f"{tokenizer['recon_ssim']:.3f}, FID {tokenizer['recon_fid']:.2f}; known tokens "
+            f"unchanged when the hole is hidden: {100 * tokenizer['known_tokens_far']:.2f} % away "
+            f"from the hole, {100 * tokenizer['known_tokens_ring']:.2f} % next to it.",
+            "",
+        ]
     for r in table:
         lines.append(
             f"| {r['run']} | {r['fid']:.2f} | {r['psnr']:.2f} | {r['ssim']:.3f} | {r['images_per_second'] or 0:.1f} |"

@@ -25,13 +25,14 @@ from pathlib import Path
 import torch
 import yaml
 
+from maskgit.checkpoints import LAB_TRANSFORMER
 from maskgit.decoding import IterativeDecoder
 from maskgit.inpainting import inpaint
 from maskgit.masking import random_token_mask
 from maskgit.models.attention import MultiHeadSelfAttention
 from maskgit.models.transformer import BidirectionalTransformer
 from maskgit.models.vqgan import VQGAN
-from maskgit.modules.maskgit import LAB_TRANSFORMER, mvtm_loss
+from maskgit.modules.maskgit import mvtm_loss
 from maskgit.schedules import cosine
 
 ROOT = Path(__file__).resolve().parents[1]

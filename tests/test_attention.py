@@ -9,10 +9,9 @@ import pytest
 import torch
 from conftest import tiny_transformer_config
 
-from maskgit.checkpoints import load_state_dict_strict
+from maskgit.checkpoints import LAB_TRANSFORMER, load_state_dict_strict
 from maskgit.models.attention import MultiHeadSelfAttention
 from maskgit.models.transformer import BidirectionalTransformer
-from maskgit.modules.maskgit import LAB_TRANSFORMER
 
 
 def tiny_transformer(**overrides: object) -> BidirectionalTransformer:

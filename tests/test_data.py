@@ -16,11 +16,12 @@ from PIL import Image
 from torch.utils.data import DataLoader
 
 from maskgit.data import token_cache
-from maskgit.data.datamodules import ImageDataModule
+from maskgit.data.datamodules import ImageDataModule, InpaintingDataModule
 from maskgit.data.datasets import ImageFolderDataset, InpaintingDataset, TokenDataset
 from maskgit.data.images import ImageFileError, load_image, load_mask
 from maskgit.data.masks import FolderMasks, GeneratedMasks, make_mask_source
 from maskgit.data.sampling import ResumableSampler, SampleKey
+from maskgit.fingerprint import tokenizer_fingerprint
 from maskgit.models.vqgan import VQGAN
 
 SIZE = 64
@@ -208,6 +209,7 @@ def test_all_known_and_all_missing_masks(tiny_maskgit, tmp_path):
     assert float(batch["mask"][0].min()) == 1.0 and float(batch["mask"][1].max()) == 0.0
 
     module = tiny_maskgit.eval()
+    module.decoder.precision = "32"  # compared with an fp32 detokenize below
     result = module.inpaint(batch["image"], batch["mask"], keys=batch["index"])
     tokens = module.tokenizer.tokenize(batch["image"])
     # All known: nothing to decode, the image comes back unchanged.
@@ -324,7 +326,7 @@ def test_token_cache_is_built_once_per_tokenizer(few_images, tmp_path):
 
     files = list(cache.glob("*.pt"))
     assert len(files) == 1
-    assert token_cache.tokenizer_fingerprint(tokenizer) in files[0].name
+    assert tokenizer_fingerprint(tokenizer) in files[0].name
     assert files[0] == token_cache.cache_path(cache, tokenizer, dataset)
     # [images, views (image, flipped), 16, 16] as the tokenizer encodes them.
     images = torch.stack([dataset[i]["image"] for i in range(3)])
@@ -343,11 +345,11 @@ def test_token_cache_is_built_once_per_tokenizer(few_images, tmp_path):
     # A setting without weights that changes every token changes the key as well.
     cosine = tiny_tokenizer(0)
     cosine.codebook.l2_normalize = not tokenizer.codebook.l2_normalize
-    assert token_cache.tokenizer_fingerprint(cosine) != token_cache.tokenizer_fingerprint(tokenizer)
+    assert tokenizer_fingerprint(cosine) != tokenizer_fingerprint(tokenizer)
 
     # Another tokenizer builds its own cache file next to the first.
     other = tiny_tokenizer(1)
-    assert token_cache.tokenizer_fingerprint(other) != token_cache.tokenizer_fingerprint(tokenizer)
+    assert tokenizer_fingerprint(other) != tokenizer_fingerprint(tokenizer)
     other_tokens = token_cache.load_or_build(other, dataset, cache)
     assert len(list(cache.glob("*.pt"))) == 2
     assert torch.equal(other_tokens[:, 0].long(), other.tokenize(images))
@@ -371,6 +373,21 @@ def test_token_cache_follows_image_bytes_not_file_times(few_images, tmp_path):
     # One image replaced by another under the same name: a new cache.
     shutil.copyfile(sorted((SAMPLE / "train").iterdir())[7], first)
     assert token_cache.cache_path(tmp_path, tokenizer, ImageFolderDataset(copy, SIZE)) != key
+
+
+def test_datamodule_encodes_the_cache_with_the_tokenizer_it_is_given(few_images, tmp_path):
+    data = InpaintingDataModule(
+        train_dir=str(few_images), val_dir=str(few_images), val_masks=GeneratedMasks(seed=0),
+        num_workers=0, cache_dir=str(tmp_path / "cache"),
+    )  # fmt: skip
+    with pytest.raises(RuntimeError, match="set_tokenizer"):
+        data.setup("fit")
+    tokenizer = tiny_tokenizer(0)
+    data.set_tokenizer(tokenizer)
+    data.setup("fit")
+    (cached,) = (tmp_path / "cache").glob("*.pt")
+    assert tokenizer_fingerprint(tokenizer) in cached.name
+    assert len(data.train_set) == 3
 
 
 def test_token_dataset_serves_cached_views():

@@ -17,8 +17,9 @@ from PIL import Image
 
 from maskgit.checkpoints import MASKGIT_FORMAT, read_checkpoint
 from maskgit.data.images import list_images, load_image, load_mask
+from maskgit.loading import export_maskgit
 from maskgit.metrics.inpainting import area_bucket, bucket_name
-from maskgit.modules.maskgit import MaskGitModule, export_maskgit
+from maskgit.modules.maskgit import MaskGitModule
 
 pytestmark = pytest.mark.slow
 

@@ -99,7 +99,7 @@ def test_an_all_known_mask_is_warned_about(tmp_path):
 
 
 def test_a_missing_user_tokenizer_path_is_an_error_not_the_shipped_file(tmp_path):
-    from maskgit.modules.maskgit import TokenizerNotFoundError, load_maskgit
+    from maskgit.loading import TokenizerNotFoundError, load_maskgit
 
     shipped = ROOT / "checkpoints" / "vqgan_cats.pt"
     assert shipped.is_file()  # a file of the same name exists in the shipped folder

@@ -18,17 +18,12 @@ from torch.utils.data import DataLoader
 from maskgit.checkpoints import TOKENIZER_FORMAT, CheckpointError, load_tokenizer, save_atomic
 from maskgit.data.images import load_image
 from maskgit.data.masks import GeneratedMasks
-from maskgit.data.token_cache import tokenizer_fingerprint
+from maskgit.fingerprint import TokenizerMismatchError, tokenizer_fingerprint
 from maskgit.inpainting import hide_missing
+from maskgit.loading import TokenizerNotFoundError, load_maskgit
 from maskgit.masking import pixel_to_token_mask
 from maskgit.models.vqgan import VQGAN
-from maskgit.modules.maskgit import (
-    MaskGitModule,
-    NonFiniteLossError,
-    TokenizerNotFoundError,
-    load_maskgit,
-    mvtm_loss,
-)
+from maskgit.modules.maskgit import MaskGitModule, NonFiniteLossError, mvtm_loss
 
 K = 64  # codebook size of the tiny tokenizer
 N = 256  # 16x16 tokens
@@ -418,12 +413,13 @@ def test_checkpoint_recording_the_whole_weights_fingerprint_still_loads(trained_
 def test_checkpoint_with_another_tokenizer_is_refused(trained_checkpoint, tmp_path):
     path, tokenizer, _ = trained_checkpoint
     other = save_tokenizer(tmp_path / "other.pt", seed=1)
-    with pytest.raises(CheckpointError, match="fingerprint"):
+    assert issubclass(TokenizerMismatchError, CheckpointError)
+    with pytest.raises(TokenizerMismatchError, match="fingerprint"):
         load_maskgit(path, tokenizer_ckpt=str(other))
     # The same for a different tokenizer found at the recorded path.
     shutil.copy(other, tokenizer)
-    with pytest.raises(CheckpointError, match="fingerprint"):
+    with pytest.raises(TokenizerMismatchError, match="fingerprint"):
         load_maskgit(path)
-    # And for Lightning's own loading (resuming).
-    with pytest.raises(ValueError, match="fingerprint"):
+    # And for Lightning's own loading (resuming): one check, one error type.
+    with pytest.raises(TokenizerMismatchError, match="fingerprint"):
         MaskGitModule.load_from_checkpoint(path, map_location="cpu")

@@ -11,11 +11,10 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from maskgit.callbacks.inpainting_fid import masked_input
 from maskgit.checkpoints import load_tokenizer
 from maskgit.decoding import IterativeDecoder
-from maskgit.inpainting import InpaintResult, paste
-from maskgit.modules.maskgit import load_maskgit, tokenizer_of
+from maskgit.inpainting import InpaintResult, masked_input, paste
+from maskgit.loading import load_maskgit, tokenizer_of
 
 
 class Inpainter(nn.Module):

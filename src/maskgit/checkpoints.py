@@ -1,7 +1,9 @@
-"""Loading and saving checkpoints: ours (Lightning and compact) and the lab's raw state_dicts.
+"""Checkpoint files: reading and writing them (atomically), every format of both stages
+(ours, compact and Lightning, and the lab's raw state_dicts) and strict state-dict fitting.
 
 Every failure names the file and what does not fit: missing, unexpected and mis-shaped keys,
-a truncated file, a checkpoint of the other stage, a tokenizer that cannot be found.
+a truncated file, a checkpoint of the other stage. Finding the tokenizer a MaskGIT checkpoint
+was trained over and building a ready model from it is ``maskgit.loading``'s.
 """
 
 from __future__ import annotations
@@ -30,6 +32,11 @@ MASKGIT_FORMAT = "maskgit.maskgit"
 
 class CheckpointError(RuntimeError):
     """A checkpoint that cannot be used, with what does not fit."""
+
+
+class TokenizerNotFoundError(FileNotFoundError):
+    """The frozen tokenizer a MaskGIT model needs (its ``tokenizer_ckpt``, or the one its
+    checkpoint records) cannot be found."""
 
 
 def read_checkpoint(path: str | Path) -> dict[str, Any]:
@@ -123,6 +130,36 @@ def is_lab_vqgan(state_dict: Mapping[str, Any]) -> bool:
 
 def is_lab_transformer(state_dict: Mapping[str, Any]) -> bool:
     return "tok_emb.weight" in state_dict and "pos_emb" in state_dict
+
+
+# The lab's transformer configuration (its checkpoints hold no config).
+LAB_TRANSFORMER = {
+    "num_image_tokens": 256,
+    "num_codebook_vectors": 1024,
+    "dim": 768,
+    "n_layers": 15,
+    "hidden_dim": 1536,
+    "num_heads": 16,
+}
+
+
+def read_maskgit(path: str | Path) -> tuple[dict, dict[str, Tensor], dict | None]:
+    """(hyper-parameters, transformer state_dict, recorded tokenizer ``{"path",
+    "fingerprint"}`` or None) of any MaskGIT format: our compact file, a Lightning checkpoint
+    of ``MaskGitModule``, or the lab's transformer state_dict."""
+    data = read_checkpoint(path)
+    hparams = data.get("hyper_parameters", {})
+    if data.get("format") == TOKENIZER_FORMAT or "vqgan" in hparams:
+        raise CheckpointError(f"{path}: is a tokenizer (stage 1) checkpoint, expected MaskGIT")
+    if is_lab_transformer(data):
+        return {"transformer": dict(LAB_TRANSFORMER)}, data, None
+    if data.get("format") == MASKGIT_FORMAT or ("state_dict" in data and "transformer" in hparams):
+        state = _strip_prefix(data["state_dict"], "transformer.")
+        return dict(hparams), state, data.get("tokenizer")
+    raise CheckpointError(
+        f"{path}: not a MaskGIT checkpoint (expected ours, a Lightning checkpoint of "
+        f"MaskGitModule, or the lab's transformer state_dict); top-level keys: {list(data)[:8]}"
+    )
 
 
 def load_tokenizer(path: str | Path, config: Mapping[str, Any] | None = None) -> VQGAN:

@@ -26,10 +26,10 @@ from torchvision.utils import make_grid
 
 from maskgit.atomic import remove_stale_temp_files, write_json
 from maskgit.baselines import Inpainter
-from maskgit.callbacks.inpainting_fid import masked_input
 from maskgit.data.datamodules import InpaintingDataModule, make_loader
 from maskgit.data.datasets import ImageFolderDataset
 from maskgit.data.images import load_image, read_png_text, save_image
+from maskgit.inpainting import masked_input
 from maskgit.metrics.fid import WEIGHTS_HINT, BucketedFID, build_fid
 from maskgit.metrics.inpainting import NUM_BUCKETS, InpaintingQuality, area_bucket, bucket_name
 from maskgit.precision import accelerator_device_type
@@ -161,8 +161,12 @@ class InpaintingEvaluator(L.LightningModule):
         buckets: dict[str, Any] = self.quality.compute_buckets()
         if self.fid is not None:
             metrics["fid"] = float(self.fid.compute())
-            for bucket, value in self.fid.compute_groups().items():
-                buckets.setdefault(bucket_name(bucket), {})["fid"] = value
+            note = self.fid.small_sample_note()
+            if note:
+                metrics["fid_note"] = note
+            # FID from MIN_GROUP_FID_IMAGES images on; smaller buckets: "n/a" and the KID.
+            for bucket, scores in self.fid.compute_group_scores().items():
+                buckets.setdefault(bucket_name(bucket), {}).update(scores)
         seconds = self.trainer.strategy.reduce(
             torch.tensor(self.inpaint_seconds, device=self.device), reduce_op="max"
         )
@@ -233,9 +237,10 @@ def evaluate(cfg: DictConfig) -> float | None:
         enable_model_summary=False,
     )
     datamodule: InpaintingDataModule = hydra.utils.instantiate(cfg.data)
-    datamodule.trainer = trainer  # evaluation samplers that split images across ranks
     datamodule.setup("test")
-    loaders = [datamodule.test_dataloader()]
+    hp = datamodule.hparams
+    # With the trainer, the evaluation sampler splits the images across ranks.
+    loaders = [make_loader(datamodule.test_set, hp.eval_batch_size, hp.num_workers, trainer)]
     if cfg.get("reference_dir"):
         loaders.append(
             reference_loader(
@@ -289,7 +294,8 @@ def print_summary(results: dict[str, Any], output_dir: Path) -> None:
     lines = [
         f"method: {results['method']}",
         f"FID: {show(metrics.get('fid'))}"
-        + ("" if metrics.get("fid") is not None else f"  ({WEIGHTS_HINT})"),
+        + ("" if metrics.get("fid") is not None else f"  ({WEIGHTS_HINT})")
+        + (f"  (note: {metrics['fid_note']})" if metrics.get("fid_note") else ""),
         f"masked PSNR: {show(metrics.get('psnr'), 2)} dB   masked SSIM: {show(metrics.get('ssim'))}",
         f"images/s: {show(metrics.get('images_per_second'), 1)}   "
         f"inpainted: {metrics['num_inpainted']} (replacing {metrics['num_replaced']} made from "

@@ -13,7 +13,7 @@ from pathlib import Path
 import yaml
 
 from maskgit.checkpoints import export_tokenizer
-from maskgit.modules.maskgit import export_maskgit
+from maskgit.loading import export_maskgit
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -34,6 +34,11 @@ def paste(known: Tensor, generated: Tensor, pixel_mask: Tensor) -> Tensor:
     return pixel_mask * known + (1.0 - pixel_mask) * generated
 
 
+def masked_input(images: Tensor, pixel_mask: Tensor) -> Tensor:
+    """The missing pixels in grey, as the lab shows masked images."""
+    return images * pixel_mask + 0.5 * (1.0 - pixel_mask)
+
+
 def check_pixel_mask(images: Tensor, pixel_mask: Tensor) -> None:
     """A clear error for a mask that is not [B,1,H,W] in [0,1] beside images [B,3,H,W]."""
     b, _, h, w = images.shape

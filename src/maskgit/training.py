@@ -97,6 +97,8 @@ def train(cfg: DictConfig) -> float | None:
     datamodule: L.LightningDataModule = hydra.utils.instantiate(cfg.data)
     log.info("Instantiating model <%s>", cfg.model._target_)
     model: L.LightningModule = hydra.utils.instantiate(cfg.model, _recursive_=False)
+    if hasattr(datamodule, "set_tokenizer"):  # stage 2: the token cache encodes with it
+        datamodule.set_tokenizer(getattr(model, "tokenizer", None))
     if cfg.get("init_from"):
         if not hasattr(model, "init_from"):
             raise ValueError(f"init_from: {type(model).__name__} has no warm start")

@@ -9,15 +9,11 @@ import torch
 from lightning.pytorch.callbacks import Callback
 from torch import Tensor, nn
 
-from maskgit.callbacks.images import log_image_grid
 from maskgit.callbacks.monitoring import monitor_instead
+from maskgit.image_logging import log_image_grid
+from maskgit.inpainting import masked_input
 from maskgit.metrics.fid import BucketedFID, build_fid
 from maskgit.metrics.inpainting import InpaintingQuality
-
-
-def masked_input(images: Tensor, pixel_mask: Tensor) -> Tensor:
-    """The missing pixels in grey, as the lab shows masked images."""
-    return images * pixel_mask + 0.5 * (1.0 - pixel_mask)
 
 
 class InpaintingFIDCallback(Callback):

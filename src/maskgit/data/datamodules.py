@@ -16,6 +16,7 @@ from maskgit.data import token_cache
 from maskgit.data.datasets import ImageFolderDataset, InpaintingDataset, TokenDataset
 from maskgit.data.masks import MaskSource
 from maskgit.data.sampling import ResumableSampler
+from maskgit.models.vqgan import VQGAN
 
 log = logging.getLogger(__name__)
 
@@ -169,7 +170,8 @@ class InpaintingDataModule(ResumableTrainingData):
     """Stage 2: training tokens (cached) or images, and (image, mask) pairs for val/test.
 
     ``token_cache``: encode the training set once with the model's frozen tokenizer (in
-    ``prepare_data``, rank 0) and train from the cached grids, flips included.
+    ``prepare_data``, rank 0) and train from the cached grids, flips included; the tokenizer
+    is given by :meth:`set_tokenizer` (``training.py`` passes the model's).
     ``train_masks``: an unseeded mask source that gives each training sample an
     inpainting-shaped mask (the model decides per sample whether to use it).
     """
@@ -202,6 +204,12 @@ class InpaintingDataModule(ResumableTrainingData):
         self.train_set: Dataset | None = None
         self.val_set: Dataset | None = None
         self.test_set: Dataset | None = None
+        self.tokenizer: VQGAN | None = None
+
+    def set_tokenizer(self, tokenizer: VQGAN | None) -> None:
+        """The frozen tokenizer the token cache encodes the training images with: the
+        model's own, so the cached tokens are the ones it is trained on."""
+        self.tokenizer = tokenizer
 
     def _train_images(self) -> ImageFolderDataset:
         hp = self.hparams
@@ -211,8 +219,14 @@ class InpaintingDataModule(ResumableTrainingData):
         """What the token cache encodes: the training images as stored, no augmentation."""
         return ImageFolderDataset(self.hparams.train_dir, self.hparams.image_size)
 
-    def _tokenizer(self):
-        return self.trainer.lightning_module.tokenizer
+    def _cache_tokenizer(self) -> VQGAN:
+        if self.tokenizer is None:
+            raise RuntimeError(
+                "data.token_cache=true needs the model's frozen tokenizer to encode the "
+                "training images: call InpaintingDataModule.set_tokenizer(model.tokenizer) "
+                "before fitting (training.py does), or set data.token_cache=false"
+            )
+        return self.tokenizer
 
     def prepare_data(self) -> None:
         if (
@@ -220,7 +234,7 @@ class InpaintingDataModule(ResumableTrainingData):
             and self.trainer is not None
             and self.trainer.state.fn == TrainerFn.FITTING
         ):
-            tokenizer = self._tokenizer()
+            tokenizer = self._cache_tokenizer()
             device = self.trainer.strategy.root_device
             tokenizer.to(device)
             token_cache.load_or_build(
@@ -234,7 +248,7 @@ class InpaintingDataModule(ResumableTrainingData):
         if stage == "fit" and self.train_set is None:
             if hp.token_cache:
                 stored = self._stored_train_images()
-                tokens = token_cache.load_or_build(self._tokenizer(), stored, hp.cache_dir)
+                tokens = token_cache.load_or_build(self._cache_tokenizer(), stored, hp.cache_dir)
                 # With inpainting masks the images come along: training hides their holes.
                 images = stored if self.train_masks is not None else None
                 self.train_set = TokenDataset(

@@ -19,32 +19,10 @@ from torch.utils.data import DataLoader
 
 from maskgit.checkpoints import save_atomic
 from maskgit.data.datasets import ImageFolderDataset
+from maskgit.fingerprint import tokenizer_fingerprint
 from maskgit.models.vqgan import VQGAN
 
 log = logging.getLogger(__name__)
-
-
-# What decides an image's tokens. The decoder side (post_quant_conv, decoder) is left out: a
-# decoder retrained over the frozen codebook keeps every token, its cache and its MaskGIT.
-TOKEN_DEFINING_PREFIXES = ("encoder.", "quant_conv.", "codebook.")
-
-
-def tokenizer_fingerprint(tokenizer: VQGAN, whole: bool = False) -> str:
-    """A hash of what maps images to tokens: the encoder-side weights, the pixel
-    normalisation, the code lookup and the down-sampling (``whole``: of every weight and the
-    normalisation, as checkpoints written before decoder fine-tuning record)."""
-    digest = hashlib.sha1()
-    for name, tensor in tokenizer.state_dict().items():
-        if not (whole or name.startswith(TOKEN_DEFINING_PREFIXES)):
-            continue
-        digest.update(name.encode())
-        digest.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
-    for buffer in (tokenizer.pixel_mean, tokenizer.pixel_std):
-        digest.update(buffer.cpu().numpy().tobytes())
-    if not whole:  # settings without weights that change every token
-        settings = f"l2={tokenizer.codebook.l2_normalize},down={tokenizer.downsample_factor}"
-        digest.update(settings.encode())
-    return digest.hexdigest()[:16]
 
 
 def dataset_fingerprint(dataset: ImageFolderDataset) -> str:

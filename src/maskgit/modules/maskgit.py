@@ -14,26 +14,20 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from maskgit.checkpoints import (
-    MASKGIT_FORMAT,
-    TOKENIZER_FORMAT,
-    CheckpointError,
+    TokenizerNotFoundError,
     checkpoint_source,
-    half_state_dict,
-    is_lab_transformer,
     load_state_dict_strict,
     load_tokenizer,
-    read_checkpoint,
+    read_maskgit,
     require_fit,
     resolve_path,
-    save_atomic,
 )
-from maskgit.data.token_cache import tokenizer_fingerprint
+from maskgit.config import plain_config
 from maskgit.decoding import IterativeDecoder
+from maskgit.fingerprint import require_same_tokenizer, tokenizer_fingerprint
 from maskgit.inpainting import InpaintResult, hide_missing, inpaint, tokenize_fp32
 from maskgit.masking import pixel_to_token_mask, random_token_mask
 from maskgit.models.transformer import BidirectionalTransformer
-from maskgit.models.vqgan import VQGAN
-from maskgit.modules.tokenizer import plain_config
 from maskgit.schedules import Schedule, get_schedule
 
 log = logging.getLogger(__name__)
@@ -41,10 +35,6 @@ log = logging.getLogger(__name__)
 
 class NonFiniteLossError(RuntimeError):
     """The training loss became NaN or infinite."""
-
-
-class TokenizerNotFoundError(FileNotFoundError):
-    """The frozen tokenizer a MaskGIT checkpoint was trained over cannot be found."""
 
 
 def mvtm_loss(logits: Tensor, targets: Tensor, label_smoothing: float = 0.0) -> Tensor:
@@ -144,13 +134,6 @@ class MaskGitModule(L.LightningModule):
         super().train(mode)
         self.tokenizer.eval()
         return self
-
-    def has_tokens_of(self, recorded_fingerprint: str) -> bool:
-        """Whether a fingerprint recorded by a checkpoint is this module's tokenizer's (also in
-        the whole-weights form checkpoints written before decoder fine-tuning record)."""
-        return recorded_fingerprint == self.tokenizer_fingerprint or (
-            recorded_fingerprint == tokenizer_fingerprint(self.tokenizer, whole=True)
-        )
 
     @property
     def mask_token_id(self) -> int:
@@ -297,13 +280,27 @@ class MaskGitModule(L.LightningModule):
             "lr_scheduler": {"scheduler": scheduler, "interval": "step"},
         }
 
+    def check_tokenizer(self, source: str, recorded: dict | None) -> None:
+        """Refuse weights trained over another tokenizer than this module's (``recorded``: the
+        tokenizer path and fingerprint their checkpoint records)."""
+        require_same_tokenizer(
+            source, recorded, self.tokenizer, repr(self.hparams.tokenizer_ckpt),
+            own=self.tokenizer_fingerprint,
+        )  # fmt: skip
+
+    def load_transformer(
+        self, state: dict[str, Tensor], recorded: dict | None, source: str
+    ) -> None:
+        """Transformer weights read by ``maskgit.checkpoints.read_maskgit``: refused when
+        trained over another tokenizer, loaded strictly (every key named) otherwise."""
+        self.check_tokenizer(source, recorded)
+        load_state_dict_strict(self.transformer, state, source)
+
     def init_from(self, path: str | Path) -> None:
         """Start the transformer from another run's weights (fine-tuning): a fresh optimizer and
         LR schedule, unlike ``ckpt_path`` which resumes that run where it stopped."""
-        _, state, recorded = _read_maskgit(path)
-        source = f"init_from={str(path)!r}"
-        _require_same_tokenizer(source, recorded, self, repr(self.hparams.tokenizer_ckpt))
-        load_state_dict_strict(self.transformer, state, source)
+        _, state, recorded = read_maskgit(path)
+        self.load_transformer(state, recorded, f"init_from={str(path)!r}")
         log.info("transformer initialised from %s", path)
 
     # --- checkpoints: the frozen tokenizer is referenced, not copied ---------------------
@@ -322,13 +319,7 @@ class MaskGitModule(L.LightningModule):
             checkpoint["rng_state"]["cuda"] = torch.cuda.get_rng_state()
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        expected = checkpoint.get("tokenizer", {}).get("fingerprint")
-        if expected and not self.has_tokens_of(expected):
-            raise ValueError(
-                f"this checkpoint was trained over tokenizer {checkpoint['tokenizer']['path']!r} "
-                f"(fingerprint {expected}); the one loaded ({self.hparams.tokenizer_ckpt!r}) is "
-                f"{self.tokenizer_fingerprint}: its tokens would mean something else"
-            )
+        self.check_tokenizer(checkpoint_source(self), checkpoint.get("tokenizer"))
         for key, value in self.tokenizer.state_dict().items():
             checkpoint["state_dict"].setdefault(f"tokenizer.{key}", value)
         require_fit(self, checkpoint["state_dict"], checkpoint_source(self))
@@ -341,112 +332,3 @@ class MaskGitModule(L.LightningModule):
             torch.set_rng_state(state["torch"])
             if "cuda" in state and torch.cuda.is_available():
                 torch.cuda.set_rng_state(state["cuda"])
-
-
-# The lab's transformer configuration (its checkpoints hold no config).
-LAB_TRANSFORMER = {
-    "num_image_tokens": 256,
-    "num_codebook_vectors": 1024,
-    "dim": 768,
-    "n_layers": 15,
-    "hidden_dim": 1536,
-    "num_heads": 16,
-}
-
-
-def _read_maskgit(path: str | Path) -> tuple[dict, dict[str, Tensor], dict | None]:
-    """(hyper-parameters, transformer state_dict, recorded tokenizer) of any MaskGIT format."""
-    data = read_checkpoint(path)
-    hparams = data.get("hyper_parameters", {})
-    if data.get("format") == TOKENIZER_FORMAT or "vqgan" in hparams:
-        raise CheckpointError(f"{path}: is a tokenizer (stage 1) checkpoint, expected MaskGIT")
-    if is_lab_transformer(data):
-        return {"transformer": dict(LAB_TRANSFORMER)}, data, None
-    if data.get("format") == MASKGIT_FORMAT or ("state_dict" in data and "transformer" in hparams):
-        prefix = "transformer."
-        state = {k[len(prefix) :]: v for k, v in data["state_dict"].items() if k.startswith(prefix)}
-        return dict(hparams), state, data.get("tokenizer")
-    raise CheckpointError(
-        f"{path}: not a MaskGIT checkpoint (expected ours, a Lightning checkpoint of "
-        f"MaskGitModule, or the lab's transformer state_dict); top-level keys: {list(data)[:8]}"
-    )
-
-
-def _find_tokenizer(path: str | Path, recorded: dict | None, override: str | None) -> Path:
-    if override:
-        found = resolve_path(override)
-        if found is None:
-            raise TokenizerNotFoundError(
-                f"tokenizer_ckpt={override!r} does not exist (a path you give is used as given)"
-            )
-        return found
-    if recorded is None:
-        raise TokenizerNotFoundError(
-            f"{path}: records no tokenizer (a lab checkpoint?); pass tokenizer_ckpt=<path>"
-        )
-    checkpoint_dir = Path(path).resolve().parent
-    found = resolve_path(recorded["path"], checkpoint_dir) or resolve_path(
-        Path(recorded["path"]).name, checkpoint_dir, shipped=True
-    )
-    if found is None:
-        raise TokenizerNotFoundError(
-            f"{path}: needs the tokenizer it was trained over, {recorded['path']!r} "
-            f"(fingerprint {recorded.get('fingerprint')}), which was not found (looked as given "
-            f"and beside the checkpoint); pass tokenizer_ckpt=<path>"
-        )
-    return found
-
-
-def _require_same_tokenizer(
-    source: str, recorded: dict | None, module: MaskGitModule, tokenizer_name: str
-) -> None:
-    """Weights trained over another tokenizer would read its codes as something else."""
-    expected = (recorded or {}).get("fingerprint")
-    if expected and not module.has_tokens_of(expected):
-        raise CheckpointError(
-            f"{source}: was trained over a tokenizer with fingerprint {expected}, but "
-            f"{tokenizer_name} has {module.tokenizer_fingerprint}: its tokens mean something else"
-        )
-
-
-def load_maskgit(path: str | Path, tokenizer_ckpt: str | None = None) -> MaskGitModule:
-    """A ready MaskGitModule (eval mode) from our compact file, a Lightning checkpoint, or
-    the lab's transformer state_dict (with ``tokenizer_ckpt``)."""
-    hparams, state, recorded = _read_maskgit(path)
-    tokenizer_path = _find_tokenizer(path, recorded, tokenizer_ckpt)
-    hparams.update(tokenizer_ckpt=str(tokenizer_path), compile=False)
-    module = MaskGitModule(**hparams)
-    _require_same_tokenizer(str(path), recorded, module, str(tokenizer_path))
-    load_state_dict_strict(module.transformer, state, str(path))
-    return module.eval()
-
-
-def tokenizer_of(path: str | Path) -> VQGAN:
-    """The tokenizer a MaskGIT checkpoint uses (or the tokenizer file itself)."""
-    data = read_checkpoint(path)
-    if data.get("format") == TOKENIZER_FORMAT or "vqgan" in data.get("hyper_parameters", {}):
-        return load_tokenizer(path)
-    _, _, recorded = _read_maskgit(path)
-    return load_tokenizer(_find_tokenizer(path, recorded, None))
-
-
-def export_maskgit(checkpoint: str | Path, out: str | Path, tokenizer_file: str | Path) -> Path:
-    """A Lightning checkpoint -> compact fp16 file that records ``tokenizer_file`` by a path
-    relative to ``out`` (ship them side by side)."""
-    module = load_maskgit(checkpoint, str(tokenizer_file))
-    out = Path(out)
-    relative = Path(tokenizer_file).resolve().relative_to(out.resolve().parent)
-    hparams = {k: v for k, v in module.hparams.items() if k != "tokenizer_ckpt"}
-    hparams["tokenizer_ckpt"] = str(relative)
-    save_atomic(
-        {
-            "format": MASKGIT_FORMAT,
-            "hyper_parameters": hparams,
-            "state_dict": {
-                f"transformer.{k}": v for k, v in half_state_dict(module.transformer).items()
-            },
-            "tokenizer": {"path": str(relative), "fingerprint": module.tokenizer_fingerprint},
-        },
-        out,
-    )
-    return out

@@ -9,12 +9,10 @@ from typing import Any
 import lightning as L
 import torch
 import torch.nn.functional as F
-from omegaconf import DictConfig, ListConfig, OmegaConf
 from torch import Tensor, nn
 from torchmetrics import MetricCollection
 from torchmetrics.image import PeakSignalNoiseRatio, StructuralSimilarityIndexMeasure
 
-from maskgit.callbacks.images import log_image_grid
 from maskgit.checkpoints import (
     CheckpointError,
     checkpoint_source,
@@ -22,43 +20,13 @@ from maskgit.checkpoints import (
     load_tokenizer,
     require_fit,
 )
+from maskgit.config import plain_config
+from maskgit.image_logging import log_image_grid
 from maskgit.metrics.codebook import CodebookUsage
+from maskgit.models.discriminator import PatchDiscriminator
 from maskgit.models.vqgan import VQGAN
 
 log = logging.getLogger(__name__)
-
-
-def plain_config(config: Any) -> Any:
-    """DictConfig/ListConfig -> plain containers, so checkpoints hold no OmegaConf objects
-    (``torch.load(weights_only=True)``, which resuming uses, refuses them)."""
-    if isinstance(config, (DictConfig, ListConfig)):
-        return OmegaConf.to_container(config, resolve=True)
-    return config
-
-
-class PatchDiscriminator(nn.Module):
-    """PatchGAN discriminator (pix2pix): a grid of real/fake logits over image patches."""
-
-    def __init__(self, image_channels: int = 3, channels: int = 64, n_layers: int = 3) -> None:
-        super().__init__()
-        layers: list[nn.Module] = [
-            nn.Conv2d(image_channels, channels, 4, 2, 1),
-            nn.LeakyReLU(0.2, True),
-        ]
-        mult = 1
-        for n in range(1, n_layers + 1):
-            prev, mult = mult, min(2**n, 8)
-            stride = 2 if n < n_layers else 1
-            layers += [
-                nn.Conv2d(channels * prev, channels * mult, 4, stride, 1, bias=False),
-                nn.BatchNorm2d(channels * mult),
-                nn.LeakyReLU(0.2, True),
-            ]
-        layers.append(nn.Conv2d(channels * mult, 1, 4, 1, 1))
-        self.model = nn.Sequential(*layers)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.model(x)
 
 
 class VQGANModule(L.LightningModule):

@@ -1,4 +1,6 @@
-"""Send an image grid to whichever logger is active (TensorBoard, W&B, or files for CSV)."""
+"""Send an image grid to whichever logger is active (TensorBoard, W&B, or files for CSV).
+
+Used by the tokenizer module (reconstructions) and the validation callback (inpaintings)."""
 
 from __future__ import annotations
 
