@@ -19,8 +19,9 @@ from PIL import Image
 from maskgit.checkpoints import CheckpointError
 from maskgit.data.images import ImageFileError, load_image, load_mask
 from maskgit.decoding import IterativeDecoder
+from maskgit.hardware import warn_if_cpu_oversubscribed
 from maskgit.schedules import cosine
-from maskgit.training import resume_checkpoint, warn_if_cpu_oversubscribed
+from maskgit.training import resume_checkpoint
 
 PHOTO = sorted((SAMPLE / "val").iterdir())[0]
 

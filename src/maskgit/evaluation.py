@@ -29,6 +29,7 @@ from maskgit.baselines import Inpainter
 from maskgit.data.datamodules import InpaintingDataModule, make_loader
 from maskgit.data.datasets import ImageFolderDataset
 from maskgit.data.images import load_image, read_png_text, save_image
+from maskgit.hardware import warn_if_cpu_oversubscribed
 from maskgit.inpainting import masked_input
 from maskgit.metrics.fid import WEIGHTS_HINT, BucketedFID, build_fid
 from maskgit.metrics.inpainting import NUM_BUCKETS, InpaintingQuality, area_bucket, bucket_name
@@ -228,6 +229,9 @@ def evaluate(cfg: DictConfig) -> float | None:
     L.seed_everything(cfg.seed, workers=True)
     output_dir = Path(cfg.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
+    warn_if_cpu_oversubscribed(
+        cfg.trainer.devices, cfg.trainer.accelerator, cfg.data.get("num_workers", 0)
+    )
 
     trainer: L.Trainer = hydra.utils.instantiate(
         cfg.trainer,

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
 import warnings
 from pathlib import Path
 
@@ -17,7 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 from maskgit.callbacks.inpainting_fid import InpaintingFIDCallback
 from maskgit.callbacks.monitoring import monitor_instead
 from maskgit.checkpoints import CheckpointError, newest_readable_checkpoint, read_checkpoint
-from maskgit.precision import accelerator_device_type
+from maskgit.hardware import warn_if_cpu_oversubscribed
 
 log = logging.getLogger(__name__)
 
@@ -71,22 +70,6 @@ def resume_checkpoint(ckpt_path: str | None, callbacks: list[Callback]) -> str |
     if skipped:
         log.warning("ckpt_path=last: resuming from %s", found)
     return str(found)
-
-
-def warn_if_cpu_oversubscribed(devices: object, accelerator: object, num_workers: int) -> None:
-    """More DDP processes than CPU cores run, but each gets a fraction of a core."""
-    if accelerator_device_type(accelerator) != "cpu" or not isinstance(devices, int):
-        return
-    cores = os.cpu_count() or 1
-    if devices > cores:
-        processes = devices * (1 + num_workers)
-        warnings.warn(
-            f"trainer.devices={devices} starts {devices} CPU processes ({processes} with "
-            f"{num_workers} data loader worker(s) each) on a machine with {cores} CPU "
-            f"core(s): they share the cores and run slower than one process; use "
-            f"trainer.devices<={cores}",
-            stacklevel=2,
-        )
 
 
 def train(cfg: DictConfig) -> float | None:

@@ -6,17 +6,15 @@ from typing import Any
 
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import Callback
 from torch import Tensor, nn
 
-from maskgit.callbacks.monitoring import monitor_instead
+from maskgit.callbacks.validation_fid import ValidationFIDCallback
 from maskgit.image_logging import log_image_grid
 from maskgit.inpainting import masked_input
-from maskgit.metrics.fid import BucketedFID, build_fid
 from maskgit.metrics.inpainting import InpaintingQuality
 
 
-class InpaintingFIDCallback(Callback):
+class InpaintingFIDCallback(ValidationFIDCallback):
     """At each validation, inpaints every (image, mask) pair of the validation loader with the
     module's decoder (fixed masks, fixed seed, images keyed by dataset index) and logs
     ``val/fid`` (torchmetrics, states synced across DDP ranks), ``val/psnr_masked``,
@@ -36,34 +34,18 @@ class InpaintingFIDCallback(Callback):
         num_log_images: int = 8,
         fid_enabled: bool = True,
     ) -> None:
-        self.fid_enabled = fid_enabled
-        self.fid_weights_path = fid_weights_path
-        self.fid_required = fid_required
-        self.feature = feature
+        super().__init__(fid_weights_path, fid_required, feature, fid_enabled)
         self.seed = seed
         self.num_log_images = num_log_images
-        self.fid: BucketedFID | None = None
         self.quality = InpaintingQuality()
         self._grid: list[Tensor] | None = None
-        self._active = False
-
-    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
-        if self.fid is None and self.fid_enabled:
-            self.fid = build_fid(self.fid_weights_path, self.feature, required=self.fid_required)
-        if self.fid is None:
-            checkpoint = trainer.checkpoint_callback
-            monitor_instead(checkpoint, "val/fid", "val/loss", "min", "val/fid unavailable")
 
     def on_validation_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._active = not trainer.sanity_checking
-        if not self._active:
-            return
-        self.quality.reset()
-        self.quality.to(pl_module.device)
-        if self.fid is not None:
-            self.fid.reset()
-            self.fid.to(pl_module.device)
-        self._grid = None
+        super().on_validation_epoch_start(trainer, pl_module)
+        if self._active:
+            self.quality.reset()
+            self.quality.to(pl_module.device)
+            self._grid = None
 
     def on_validation_batch_end(
         self,

@@ -6,14 +6,12 @@ from typing import Any
 
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import Callback
-from torch import Tensor, nn
+from torch import Tensor
 
-from maskgit.callbacks.monitoring import monitor_instead
-from maskgit.metrics.fid import BucketedFID, build_fid
+from maskgit.callbacks.validation_fid import ValidationFIDCallback
 
 
-class ReconstructionFIDCallback(Callback):
+class ReconstructionFIDCallback(ValidationFIDCallback):
     """Logs ``val/rfid``: the FID of the tokenizer's reconstructions of the validation images
     against those images. The real images' Inception features are computed once and kept.
 
@@ -24,36 +22,18 @@ class ReconstructionFIDCallback(Callback):
     ``fid_required``; the checkpoint callback then monitors ``val/psnr``.
     """
 
-    def __init__(
-        self,
-        fid_weights_path: str | None = None,
-        fid_required: bool = False,
-        feature: int | nn.Module = 2048,
-        fid_enabled: bool = True,
-    ) -> None:
-        self.fid_enabled = fid_enabled
-        self.fid_weights_path = fid_weights_path
-        self.fid_required = fid_required
-        self.feature = feature
-        self.fid: BucketedFID | None = None
-        self._real_done = False
-        self._active = False
+    metric = "val/rfid"
+    fallback_metric = "val/psnr"
+    fallback_mode = "max"
+    keep_real_features = True  # the validation images do not change
 
-    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
-        if self.fid is None and self.fid_enabled:
-            self.fid = build_fid(self.fid_weights_path, self.feature, required=self.fid_required)
-            if self.fid is not None:
-                # The validation images do not change: their features are kept across resets.
-                self.fid.reset_real_features = False
-        if self.fid is None:
-            checkpoint = trainer.checkpoint_callback
-            monitor_instead(checkpoint, "val/rfid", "val/psnr", "max", "val/rfid unavailable")
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._real_done = False
 
     def on_validation_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._active = self.fid is not None and not trainer.sanity_checking
-        if self._active:
-            self.fid.reset()
-            self.fid.to(pl_module.device)
+        super().on_validation_epoch_start(trainer, pl_module)
+        self._active = self._active and self.fid is not None
 
     @torch.no_grad()
     def on_validation_batch_end(

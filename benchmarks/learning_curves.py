@@ -1,0 +1,61 @@
+"""Learning curves of the shipped models against CPU hours, from the chunks' metric logs.
+
+    python benchmarks/learning_curves.py
+
+Reads benchmarks/results/curves/chunks.json (one entry per training chunk: its stage, the
+metrics.csv Lightning's CSVLogger wrote, its wall minutes and steps) and writes
+benchmarks/results/learning_curves.png: stage 1 val PSNR and stage 2 val FID against the
+CPU hours spent (steps spread evenly over each chunk's wall time).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+CURVES = Path(__file__).resolve().parent / "results" / "curves"
+METRIC = {"tokenizer": ("val/psnr", "val PSNR (dB, 500 val photos)"),
+          "maskgit": ("val/fid", "val FID (200 val pairs, cosine T=8)")}  # fmt: skip
+
+
+def points(chunk: dict, hours_before: float) -> list[tuple[float, float]]:
+    key = METRIC[chunk["stage"]][0]
+    hours_per_step = chunk["wall_minutes"] / 60 / chunk["steps"]
+    rows = []
+    with open(CURVES / chunk["csv"], newline="") as handle:
+        for row in csv.DictReader(handle):
+            if row.get(key) and float(row[key]) > 0:
+                step = int(row["step"]) + 1 - chunk.get("first_step", 0)
+                rows.append((hours_before + step * hours_per_step, float(row[key])))
+    return rows
+
+
+def main() -> None:
+    chunks = json.loads((CURVES / "chunks.json").read_text())
+    figure, axes = plt.subplots(1, 2, figsize=(10, 4))
+    for axis, stage in zip(axes, ("tokenizer", "maskgit")):
+        hours = 0.0
+        for chunk in (c for c in chunks if c["stage"] == stage):
+            xy = points(chunk, hours)
+            if xy:
+                axis.plot(*zip(*xy), marker="o", label=chunk["label"])
+            hours += chunk["wall_minutes"] / 60
+        axis.set_xlabel("CPU hours (2 cores)")
+        axis.set_ylabel(METRIC[stage][1])
+        axis.set_title({"tokenizer": "stage 1: tokenizer", "maskgit": "stage 2: MaskGIT"}[stage])
+        axis.grid(alpha=0.3)
+        axis.legend(fontsize=8)
+    figure.tight_layout()
+    out = CURVES.parent / "learning_curves.png"
+    figure.savefig(out, dpi=100)
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()
