@@ -17,7 +17,7 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.pyplot as plt
 
 CURVES = Path(__file__).resolve().parent / "results" / "curves"
 METRIC = {"tokenizer": ("val/psnr", "val PSNR (dB, 500 val photos)"),
