@@ -306,3 +306,34 @@ def test_rerun_pairs_outputs_by_name_and_redoes_changed_inputs(ckpt, tmp_path):
     known = load_mask(data_root / "val_masks" / f"{changed.stem}.png", SIZE).expand_as(new_image)
     output = read_png(run_dir / "inpainted" / f"{changed.stem}.png")
     assert torch.equal(output[known == 1], new_image[known == 1])
+
+
+# --- FID's real side from a cache --------------------------------------------------------------
+
+
+def test_second_run_takes_the_real_features_from_the_cache_with_the_same_fid(
+    ckpt, shared_dir, tmp_path
+):
+    from conftest import FID_WEIGHTS
+
+    if not FID_WEIGHTS.is_file():
+        pytest.skip(f"{FID_WEIGHTS} (the TF-FID Inception weights) is absent")
+    cache = tmp_path / "cache"
+    fid_on = ["metrics.fid.enabled=true", f"metrics.fid.weights_path={FID_WEIGHTS}",
+              f"paths.cache_dir={cache}", "total_iter=2", "method=masked_input"]  # fmt: skip
+    first = run_evaluate(ckpt, tmp_path / "logs", *fid_on, f"hydra.run.dir={tmp_path}/a")
+    files = list((cache / "fid").glob("real-*.pt"))
+    assert len(files) == 1 and "FID real features from" not in first.stdout + first.stderr
+    second = run_evaluate(ckpt, tmp_path / "logs", *fid_on, f"hydra.run.dir={tmp_path}/b")
+    assert "FID real features from" in second.stdout + second.stderr
+    fids = [
+        json.loads((tmp_path / run / "metrics.json").read_text())["metrics"]["fid"]
+        for run in ("a", "b")
+    ]
+    assert fids[0] == pytest.approx(fids[1], abs=1e-3) and fids[0] > 0
+    # Other real images (a changed file) get their own cache entry.
+    third = run_evaluate(
+        ckpt, tmp_path / "logs", *fid_on, "data.test_limit=5", f"hydra.run.dir={tmp_path}/c"
+    )
+    assert "FID real features from" not in third.stdout + third.stderr
+    assert len(list((cache / "fid").glob("real-*.pt"))) == 2

@@ -28,11 +28,17 @@ from maskgit.atomic import remove_stale_temp_files, write_json
 from maskgit.baselines import Inpainter
 from maskgit.data.datamodules import InpaintingDataModule, make_loader
 from maskgit.data.datasets import ImageFolderDataset
-from maskgit.data.images import load_image, read_png_text, save_image
+from maskgit.data.images import list_images, load_image, read_png_text, save_image
 from maskgit.hardware import warn_if_cpu_oversubscribed
 from maskgit.inpainting import masked_input
 from maskgit.metrics.fid import WEIGHTS_HINT, BucketedFID, build_fid
 from maskgit.metrics.inpainting import NUM_BUCKETS, InpaintingQuality, area_bucket, bucket_name
+from maskgit.metrics.real_features import (
+    cache_file,
+    load_real_statistics,
+    real_set_key,
+    save_real_statistics,
+)
 from maskgit.precision import accelerator_device_type
 from maskgit.precision import resolve as resolve_precision
 from maskgit.provenance import (
@@ -68,6 +74,7 @@ class InpaintingEvaluator(L.LightningModule):
         resume: bool = True,
         reference_is_test_set: bool = True,
         run_digest: str = "",
+        real_cache: Path | None = None,
     ) -> None:
         super().__init__()
         self.method = method
@@ -79,6 +86,9 @@ class InpaintingEvaluator(L.LightningModule):
         self.resume = resume
         self.reference_is_test_set = reference_is_test_set
         self.run_digest = run_digest
+        # The real side of FID from a cache file when it exists, else saved there at the end.
+        self.real_cache = real_cache
+        self.real_cached = real_cache is not None and real_cache.is_file()
         self.inpaint_seconds = 0.0
         self.num_inpainted = 0
         self.num_reused = 0
@@ -86,9 +96,19 @@ class InpaintingEvaluator(L.LightningModule):
         self.num_without_hole = 0
         self.results: dict[str, Any] = {}
 
+    def on_test_start(self) -> None:
+        if self.fid is None or not self.real_cached:
+            return
+        if self.trainer.is_global_zero:
+            load_real_statistics(self.fid, self.real_cache)  # one rank: DDP sums them
+            log.info("FID real features from %s", self.real_cache)
+        else:  # an empty share, so the per-image features gather across ranks
+            dims = self.fid.real_features_sum.numel()
+            self.fid.real_features = [self.fid.real_features_sum.new_zeros(0, dims).float()]
+
     def test_step(self, batch: dict[str, Tensor], batch_idx: int, dataloader_idx: int = 0) -> None:
         if dataloader_idx == 1:  # reference images for FID
-            if self.fid is not None:
+            if self.fid is not None and not self.real_cached:
                 self.fid.update(batch["image"], real=True)
             return
         images, pixel_mask, keys = batch["image"], batch["mask"], batch["index"]
@@ -134,7 +154,7 @@ class InpaintingEvaluator(L.LightningModule):
                     result, images[todo], pixel_mask[todo], keys[todo], todo_names
                 )
         if self.fid is not None:
-            if self.reference_is_test_set:
+            if self.reference_is_test_set and not self.real_cached:
                 self.fid.update(images, real=True)
             self.fid.update(output, real=False, groups=area_bucket(pixel_mask))
         self.quality.update(output, images, pixel_mask)
@@ -162,6 +182,8 @@ class InpaintingEvaluator(L.LightningModule):
         buckets: dict[str, Any] = self.quality.compute_buckets()
         if self.fid is not None:
             metrics["fid"] = float(self.fid.compute())
+            if self.real_cache is not None and not self.real_cached:
+                save_real_statistics(self.fid, self.real_cache)
             note = self.fid.small_sample_note()
             if note:
                 metrics["fid_note"] = note
@@ -262,6 +284,20 @@ def evaluate(cfg: DictConfig) -> float | None:
         fid = build_fid(
             cfg.metrics.fid.weights_path, cfg.metrics.fid.feature, required=cfg.metrics.fid.required
         )
+    real_cache = None
+    if fid is not None and cfg.metrics.fid.get("cache", True):
+        real_files = (
+            list_images(cfg.reference_dir)
+            if cfg.get("reference_dir")
+            else datamodule.test_set.files
+        )
+        key = real_set_key(
+            real_files, datamodule.hparams.image_size, cfg.metrics.fid.weights_path,
+            cfg.metrics.fid.feature,
+        )  # fmt: skip
+        real_cache = cache_file(Path(cfg.paths.cache_dir) / "fid", key)
+        if real_cache.is_file() and len(loaders) > 1:
+            loaders = loaders[:1]  # the reference images' features are cached
     evaluator = InpaintingEvaluator(
         method=method,
         output_dir=output_dir,
@@ -269,8 +305,9 @@ def evaluate(cfg: DictConfig) -> float | None:
         seed=cfg.seed,
         num_step_grids=cfg.num_step_grids,
         resume=cfg.resume,
-        reference_is_test_set=len(loaders) == 1,
+        reference_is_test_set=not cfg.get("reference_dir"),
         run_digest=run_digest,
+        real_cache=real_cache,
     )
     trainer.test(evaluator, dataloaders=loaders, verbose=False)
 
