@@ -108,7 +108,7 @@ def compose_eval(overrides: list[str]):
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--data-root", default=str(ROOT.parent / "shared" / "data" / "cat_faces"))
-    parser.add_argument("--ckpt", default=str(ROOT / "checkpoints" / "maskgit_cats.pt"))
+    parser.add_argument("--ckpt", default=str(ROOT / "checkpoints" / "maskgit_cats_local.pt"))
     parser.add_argument(
         "--tokenizer", default=None, help="another tokenizer file (e.g. a fine-tuned decoder)"
     )
