@@ -12,7 +12,7 @@ from torch import Tensor
 import maskgit.precision
 from maskgit.data.images import load_image, load_mask
 from maskgit.decoding import IterativeDecoder
-from maskgit.inpainting import hide_missing
+from maskgit.inpainting import feathered_weight, hide_missing, paste
 from maskgit.masking import pixel_to_token_mask
 from maskgit.models.transformer import BidirectionalTransformer
 from maskgit.schedules import cosine, linear
@@ -166,6 +166,8 @@ def test_lab_noise_argmax_runs(transformer):
         ({"sweet_spot": 0}, "sweet_spot"),
         ({"noise": "loud"}, "noise"),
         ({"temperature": 0.0}, "temperature"),
+        ({"top_k": 0}, "decoding.top_k"),
+        ({"paste_feather": -1}, "decoding.paste_feather"),
     ],
 )
 def test_invalid_settings_raise(settings, message):
@@ -336,3 +338,43 @@ def test_compiled_blocks_give_the_eager_logits():
 
 def state_keys_unchanged(a: torch.nn.Module, b: torch.nn.Module) -> bool:
     return list(a.state_dict()) == list(b.state_dict())
+
+
+def test_top_k_one_samples_the_argmax(transformer):
+    tokens = random_tokens(2)
+    mask = mask_with_counts([120, 30])
+    # fp32: bf16 logits tie often, and tied tokens all stay candidates.
+    argmax, _ = decode(transformer, tokens, mask, sample=False, precision="32")
+    top1, _ = decode(transformer, tokens, mask, sample=True, top_k=1, precision="32")
+    sampled, _ = decode(transformer, tokens, mask, sample=True, precision="32")
+    assert torch.equal(top1, argmax)
+    assert not torch.equal(sampled, argmax)  # so top_k=1 is what made them equal
+
+
+def test_top_k_samples_only_among_the_k_most_likely(transformer):
+    tokens = random_tokens(1)
+    mask = mask_with_counts([256])  # one step over an all-masked grid: a known input
+    out, _ = decode(
+        transformer, tokens, mask, total_iter=1, top_k=3, choice_temperature=0.0, precision="32"
+    )
+    inputs = tokens.masked_fill(mask, transformer.mask_token_id)
+    with torch.no_grad():
+        allowed = transformer.logits_at(inputs, mask).topk(3, dim=-1).indices
+    assert (allowed == out[mask][:, None]).any(-1).all()
+
+
+def test_feathered_paste_ramps_over_the_known_pixels_next_to_the_hole():
+    mask = torch.ones(1, 1, 16, 16)
+    mask[..., 6:10, 6:10] = 0
+    weight = feathered_weight(mask, 2)
+    assert torch.equal(weight[..., 6:10, 6:10], torch.ones(1, 1, 4, 4))
+    assert weight[0, 0, 5, 8] == pytest.approx(2 / 3)  # 1 pixel from the hole
+    assert weight[0, 0, 4, 4] == pytest.approx(1 / 3)  # 2 pixels (Chebyshev)
+    assert weight[0, 0, 3, 8] == 0 and weight[0, 0, 0, 0] == 0
+    known, generated = torch.rand(1, 3, 16, 16), torch.rand(1, 3, 16, 16)
+    out = paste(known, generated, mask, feather=2)
+    far = (weight == 0).expand_as(known)
+    hole = (mask == 0).expand_as(known)
+    assert torch.equal(out[far], known[far])
+    assert torch.equal(out[hole], generated[hole])
+    assert torch.equal(paste(known, generated, mask), paste(known, generated, mask, feather=0))

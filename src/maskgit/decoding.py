@@ -76,10 +76,16 @@ class IterativeDecoder:
         sweet_spot: stop after this many steps (None: run all T).
         choice_temperature: scale of the Gumbel noise added to the confidences.
         temperature: softmax temperature of the token predictions.
+        top_k: sample among the k most likely tokens only (None: all of them); the
+            confidence is still the model's probability. With ``sample=False`` it changes
+            nothing.
         sample: sample the predicted tokens (True) or take the argmax.
         noise: "paper" anneals the noise as (1 - t/T); "lab" scales it by (1 - gamma(t/T)).
         token_threshold: a token is missing where more than this share of its pixels is.
         paste: paste the decoded image into the known pixels (False: raw VQGAN output).
+        paste_feather: with ``paste``, blend over this many known pixels around the hole
+            (a linear ramp from the decoded to the known pixels) instead of a hard edge; 0
+            keeps every known pixel as it is.
         precision: "auto" runs the transformer and the VQGAN decoder under bf16 autocast
             where the device has bf16 matrix units (``maskgit.precision``) and in fp32
             elsewhere; "32" and "bf16" force one. Tokenizing, confidences, noise and the
@@ -94,10 +100,12 @@ class IterativeDecoder:
         sweet_spot: int | None = None,
         choice_temperature: float = 4.5,
         temperature: float = 1.0,
+        top_k: int | None = None,
         sample: bool = True,
         noise: Literal["paper", "lab"] = "paper",
         token_threshold: float = 0.0,
         paste: bool = True,
+        paste_feather: int = 0,
         precision: Literal["auto", "32", "bf16"] = "auto",
         compile: bool = False,
     ) -> None:
@@ -121,16 +129,25 @@ class IterativeDecoder:
             )
         if temperature <= 0:
             raise ValueError(f"temperature must be > 0, got {temperature}")
+        if top_k is not None and not (isinstance(top_k, int) and top_k >= 1):
+            raise ValueError(f"decoding.top_k must be an integer >= 1 or null, got {top_k!r}")
+        if not (isinstance(paste_feather, int) and paste_feather >= 0):
+            raise ValueError(
+                f"decoding.paste_feather must be an integer >= 0 (pixels of blend around the "
+                f"hole; 0 = a hard paste), got {paste_feather!r}"
+            )
         precision = check_precision(precision, "decoding.precision")
         self.schedule = schedule
         self.total_iter = total_iter
         self.sweet_spot = sweet_spot
         self.choice_temperature = choice_temperature
         self.temperature = temperature
+        self.top_k = top_k
         self.sample = sample
         self.noise = noise
         self.token_threshold = token_threshold
         self.paste = paste
+        self.paste_feather = paste_feather
         self.precision = precision
         self.compile = compile
 
@@ -198,7 +215,12 @@ class IterativeDecoder:
             if self.sample:  # Gumbel-max: a categorical sample from the hashed noise
                 rows, cols = unknown.nonzero().unbind(1)
                 u = hash_uniform(seed, keys[rows], step, 0, logits.shape[-1], cols)
-                chosen = (log_probs + gumbel(u).to(log_probs.dtype)).argmax(-1)
+                candidates = log_probs
+                if self.top_k is not None and self.top_k < logits.shape[-1]:
+                    # Only the sampling is restricted; the confidence stays the model's.
+                    kth = log_probs.topk(self.top_k, dim=-1).values[:, -1:]
+                    candidates = log_probs.masked_fill(log_probs < kth, float("-inf"))
+                chosen = (candidates + gumbel(u).to(log_probs.dtype)).argmax(-1)
             else:
                 chosen = log_probs.argmax(-1)
             confidence = torch.full((batch, num), float("inf"), device=device)

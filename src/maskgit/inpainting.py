@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from maskgit.decoding import IterativeDecoder
@@ -29,9 +30,23 @@ class InpaintResult:
     step_images: list[Tensor] | None = None
 
 
-def paste(known: Tensor, generated: Tensor, pixel_mask: Tensor) -> Tensor:
-    """Known pixels from ``known``, missing ones (mask 0) from ``generated``."""
-    return pixel_mask * known + (1.0 - pixel_mask) * generated
+def feathered_weight(pixel_mask: Tensor, feather: int) -> Tensor:
+    """The weight [B,1,H,W] of the generated pixels in a paste: 1 in the hole (mask 0), falling
+    linearly to 0 over ``feather`` known pixels around it (Chebyshev distance), 0 beyond."""
+    missing = 1.0 - pixel_mask
+    total = missing.clone()
+    grown = missing
+    for _ in range(feather):
+        grown = F.max_pool2d(grown, kernel_size=3, stride=1, padding=1)
+        total = total + grown
+    return total / (feather + 1)
+
+
+def paste(known: Tensor, generated: Tensor, pixel_mask: Tensor, feather: int = 0) -> Tensor:
+    """Known pixels from ``known``, missing ones (mask 0) from ``generated``; with ``feather``
+    the two are blended over that many known pixels around the hole, so no seam shows."""
+    weight = feathered_weight(pixel_mask, feather) if feather else 1.0 - pixel_mask
+    return (1.0 - weight) * known + weight * generated
 
 
 def masked_input(images: Tensor, pixel_mask: Tensor) -> Tensor:
@@ -106,13 +121,14 @@ def inpaint(
     autocast = decoder.autocast(images.device)
     with autocast:
         decoded = tokenizer.detokenize(filled).float()
-    output = paste(images, decoded, pixel_mask) if decoder.paste else decoded
+    feather = decoder.paste_feather
+    output = paste(images, decoded, pixel_mask, feather) if decoder.paste else decoded
     result = InpaintResult(images=output, tokens=filled, token_mask=token_mask)
     if steps is not None:
         result.step_masks = [m.view_as(tokens) for m in steps.masks]
         with autocast:
             predictions = [tokenizer.detokenize(t.view_as(tokens)).float() for t in steps.tokens]
         if decoder.paste:
-            predictions = [paste(images, p, pixel_mask) for p in predictions]
+            predictions = [paste(images, p, pixel_mask, feather) for p in predictions]
         result.step_images = predictions
     return result
