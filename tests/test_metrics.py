@@ -342,6 +342,18 @@ def test_inception_fid_of_samples_with_themselves(shared_dir):
     assert float(darker.compute()) > 1.0
 
 
+def test_channels_last_inception_gives_the_nchw_features(shared_dir):
+    assert FID_WEIGHTS.is_file(), f"{FID_WEIGHTS} missing from {shared_dir}"
+    images = (sample_images(8, 64) * 255).byte()
+    fid = build_fid(str(FID_WEIGHTS))
+    assert fid.inception.Conv2d_1a_3x3.conv.weight.is_contiguous(memory_format=torch.channels_last)
+    with torch.inference_mode():
+        fast = fid.inception(images)
+        fid.inception.to(memory_format=torch.contiguous_format)
+        reference = fid.inception(images)
+    assert torch.allclose(fast, reference, rtol=1e-4, atol=1e-5)
+
+
 def test_missing_weights_offline_raise_naming_the_option(monkeypatch, tmp_path):
     # An empty torch hub cache and a proxy that refuses connections: the download fails fast.
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
