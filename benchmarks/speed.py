@@ -1,14 +1,22 @@
-"""Speed benchmark: attention, training throughput and decoding, measured in one run.
+"""Speed benchmark: every path in fp32 and bf16, against this machine's own measured peak.
 
-    python benchmarks/speed.py                    # CPU, small transformer
-    python benchmarks/speed.py --transformer lab  # the lab's 72.7 M transformer (slow on CPU)
-    python benchmarks/speed.py --compile          # torch.compile the fast paths (default on GPU)
+    python benchmarks/speed.py              # the whole table (about 10 minutes on 2 CPU cores)
+    python benchmarks/speed.py --compile    # also torch.compile rows (slow first calls)
 
-On a GPU the fast paths run under bf16 autocast; model FLOPs utilisation (MFU) is the
-transformer's matmul FLOPs per second over the GPU's dense bf16 peak (--peak-tflops).
+One run, one table, run on a quiet machine:
 
-Prints a table and the ratios behind the targets, and writes
-benchmarks/results/speed_<device>.{json,md}.
+- the peak: fp32 and bf16 GEMM and 3x3 convolution GFLOP/s, measured first;
+- the transformer's MVTM training step at the shipped size and at dim 512 x 8 layers
+  (images/s, model TFLOP/s and its share of the measured bf16 GEMM peak), beside the
+  lab-style fp32 step (VQGAN encode per batch, manual attention, full logits);
+- the tokenizer's training step (reconstruction phase) in NCHW and channels_last, with the
+  profiler's share of time per op of its bf16 step;
+- decoding at T=8 with the shipped model (random weights where it is absent), batch 1 and 32;
+- FID's Inception feature pass, NCHW against channels_last, with the FID difference;
+- the quality parity of bf16 against fp32 decoding, read from the ``benchmarks/quality.py``
+  results named ``parity_*`` (see :data:`PARITY_RUNS`).
+
+Writes benchmarks/results/speed_<device>.{json,md}.
 """
 
 from __future__ import annotations
@@ -16,20 +24,21 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import resource
 import statistics
 import time
 from collections.abc import Callable
+from contextlib import nullcontext
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 import yaml
+from torch import Tensor
 
 from maskgit.checkpoints import LAB_TRANSFORMER
 from maskgit.decoding import IterativeDecoder
 from maskgit.inpainting import inpaint
 from maskgit.masking import random_token_mask
-from maskgit.models.attention import MultiHeadSelfAttention
 from maskgit.models.transformer import BidirectionalTransformer
 from maskgit.models.vqgan import VQGAN
 from maskgit.modules.maskgit import mvtm_loss
@@ -37,35 +46,102 @@ from maskgit.schedules import cosine
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
+SHARED = ROOT.parent / "shared"
+SHIPPED = ROOT / "checkpoints" / "maskgit_cats_local.pt"
+FID_WEIGHTS = SHARED / "models" / "inception" / "weights-inception-2015-12-05-6726825d.pth"
+LARGE = {"dim": 512, "n_layers": 8, "hidden_dim": 2048, "num_heads": 8}
+# benchmarks/quality.py runs of "maskgit cosine T=8" on the 1,000 val pairs (result stems).
+PARITY_RUNS = {
+    "bf16, seed 0": "parity_bf16_seed0",
+    "fp32, seed 0": "parity_fp32_seed0",
+    "fp32, seed 1": "parity_fp32_seed1",
+}
+PRECISIONS = ("32", "bf16")
+# The previous table (benchmarks/results/speed_cpu.md at commit 6c88df5, this CPU, fp32):
+# its fast training path ran dropout on the attention weights, hence the math kernel.
+PREVIOUS = {"train_small_fp32": 5.2, "decode_b1_fp32": 4.7, "decode_b32_fp32": 5.6}
 
 
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-
-
-def timed(fn: Callable[[], object], device: torch.device, repeat: int, warmup: int = 1) -> float:
+def timed(fn: Callable[[], object], repeat: int, warmup: int = 1) -> float:
     """Median seconds per call."""
     for _ in range(warmup):
         fn()
-    sync(device)
     times = []
     for _ in range(repeat):
         start = time.perf_counter()
         fn()
-        sync(device)
         times.append(time.perf_counter() - start)
     return statistics.median(times)
 
 
+def autocast(precision: str):
+    return torch.autocast("cpu", dtype=torch.bfloat16) if precision == "bf16" else nullcontext()
+
+
+# --- peak -------------------------------------------------------------------------------------
+
+
+def bench_peak(repeat: int) -> dict[str, dict[str, float]]:
+    """GFLOP/s of a 2048^2 GEMM and of a 3x3 conv 64->64 on 32x64x64 (forward), per dtype."""
+    rows: dict[str, dict[str, float]] = {}
+    n = 2048
+    for dtype, name in ((torch.float32, "32"), (torch.bfloat16, "bf16")):
+        a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
+        rows.setdefault("gemm", {})[name] = 2 * n**3 / timed(lambda: a @ b, repeat * 3) / 1e9
+        weight = torch.randn(64, 64, 3, 3, dtype=dtype)
+        flops = 2 * 32 * 64 * 64 * 64 * 64 * 9
+        for layout in ("nchw", "channels_last"):
+            x = torch.randn(32, 64, 64, 64, dtype=dtype)
+            w = weight
+            if layout == "channels_last":
+                x = x.contiguous(memory_format=torch.channels_last)
+                w = weight.contiguous(memory_format=torch.channels_last)
+            seconds = timed(lambda: F.conv2d(x, w, padding=1), repeat * 2)
+            rows.setdefault(f"conv_{layout}", {})[name] = flops / seconds / 1e9
+    return rows
+
+
+def bench_attention(repeat: int) -> dict[str, dict[str, float]]:
+    """GFLOP/s of self-attention at the shipped shape (batch 32, 8 heads, 256 tokens, head
+    dim 32, forward): PyTorch's fused CPU kernel, its math backend and the written-out
+    version (QK^T, softmax, V)."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    rows: dict[str, dict[str, float]] = {}
+    flops = 4 * 32 * 8 * 256 * 256 * 32
+    for dtype, name in ((torch.float32, "32"), (torch.bfloat16, "bf16")):
+        q, k, v = (torch.randn(32, 8, 256, 32, dtype=dtype) for _ in range(3))
+
+        def written_out() -> Tensor:
+            return ((q @ k.transpose(-1, -2)) * 32**-0.5).softmax(-1) @ v
+
+        def math() -> Tensor:
+            with sdpa_kernel(SDPBackend.MATH):
+                return F.scaled_dot_product_attention(q, k, v)
+
+        with torch.inference_mode():
+            for label, fn in (
+                ("fused", lambda: F.scaled_dot_product_attention(q, k, v)),
+                ("math", math),
+                ("written_out", written_out),
+            ):
+                rows.setdefault(label, {})[name] = flops / timed(fn, repeat * 2) / 1e9
+    return rows
+
+
+# --- transformer training ----------------------------------------------------------------------
+
+
 def transformer_config(name: str) -> dict:
+    """The sizes of conf/transformer/<name>.yaml as trained (no dropout on the attention
+    weights: the experiments set attention.attn_dropout=0, which keeps the fused kernel)."""
     if name == "lab":
         return dict(LAB_TRANSFORMER)
     sizes = yaml.safe_load((ROOT / "conf" / "transformer" / f"{name}.yaml").read_text())
-    return sizes | {"num_codebook_vectors": 1024}
+    return sizes | {"num_codebook_vectors": 1024, "attn_dropout": 0.0}
 
 
-def forward_flops(config: dict, predicted: int, tokens: int = 256) -> float:
+def forward_flops(config: dict, predicted: float, tokens: int = 256) -> float:
     """Matmul FLOPs of one transformer forward over ``tokens`` tokens with the output head
     on ``predicted`` of them (2 FLOPs per multiply-add; embeddings and norms ignored)."""
     d, h, layers = config["dim"], config["hidden_dim"], config["n_layers"]
@@ -74,250 +150,413 @@ def forward_flops(config: dict, predicted: int, tokens: int = 256) -> float:
     return layers * per_layer + head
 
 
-# Dense bf16 tensor-core peaks (no sparsity), for MFU.
-PEAK_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0, "L40S": 362.0, "A10": 125.0}
-
-
-def peak_tflops(device: torch.device, override: float | None) -> float | None:
-    if override or device.type != "cuda":
-        return override
-    name = torch.cuda.get_device_name(device)
-    return next((peak for key, peak in PEAK_TFLOPS.items() if key in name), None)
-
-
-def build_tokenizer(name: str, device: torch.device) -> VQGAN:
-    config = yaml.safe_load((ROOT / "conf" / "tokenizer" / f"{name}.yaml").read_text())
-    return VQGAN(**config).to(device).eval().requires_grad_(False)
-
-
-def bench_attention(device: torch.device, repeat: int) -> list[dict]:
-    rows = []
-    for label, dim, heads, batch in (("lab", 768, 16, 8), ("small", 256, 8, 32)):
-        torch.manual_seed(0)
-        attention = MultiHeadSelfAttention(dim, heads, attn_dropout=0.0).to(device)
-        x = torch.randn(batch, 256, dim, device=device, requires_grad=True)
-        outputs = {}
-        for impl in ("manual", "sdpa"):
-            attention.impl = impl
-            attention.eval()
-            with torch.no_grad():
-                outputs[impl] = attention(x)
-            forward = timed(lambda: attention(x), device, repeat)
-
-            def step() -> None:
-                attention(x).sum().backward()
-
-            attention.train()
-            backward = timed(step, device, repeat)
-            rows.append({"size": label, "impl": impl, "what": "attention op", "batch": batch,
-                         "forward_ms": forward * 1e3, "fwd_bwd_ms": backward * 1e3})  # fmt: skip
-        diff = (outputs["manual"] - outputs["sdpa"]).abs().max().item()
-        rows[-1]["max_abs_diff_vs_manual"] = diff
-        rows[-2]["max_abs_diff_vs_manual"] = 0.0
-    return rows
-
-
-def bench_transformer(
-    config: dict, label: str, device: torch.device, batch: int, repeat: int
-) -> list[dict]:
-    rows = []
-    torch.manual_seed(0)
-    model = BidirectionalTransformer(**config).to(device)
-    tokens = torch.randint(0, 1024, (batch, 256), device=device)
-    logits = {}
-    for impl in ("manual", "sdpa"):
-        model.set_attention_impl(impl)
-        model.eval()
-        with torch.no_grad():
-            logits[impl] = model(tokens)
-            forward = timed(lambda: model(tokens), device, repeat)
-        model.train()
-        backward = timed(lambda: model(tokens).sum().backward(), device, repeat)
-        rows.append({"size": label, "impl": impl, "what": "whole transformer", "batch": batch,
-                     "forward_ms": forward * 1e3, "fwd_bwd_ms": backward * 1e3})  # fmt: skip
-    rows[-1]["max_abs_diff_vs_manual"] = (logits["manual"] - logits["sdpa"]).abs().max().item()
-    rows[-2]["max_abs_diff_vs_manual"] = 0.0
-    return rows
-
-
-def bench_training(
+def transformer_step(
     config: dict,
-    tokenizer: VQGAN,
-    device: torch.device,
     batch: int,
-    steps: int,
-    fast_bf16: bool,
-    fast_compile: bool,
-) -> dict:
-    """images/s of one MVTM training step: lab-style vs this framework's fast path."""
-    images = torch.rand(batch, 3, 64, 64, device=device)
-    results = {}
-    for path in ("lab_style", "fast"):
-        torch.manual_seed(0)
-        model = BidirectionalTransformer(**config).to(device).train()
-        model.set_attention_impl("manual" if path == "lab_style" else "sdpa")
-        if path == "fast" and fast_compile:
-            model.compile_blocks()
-        optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
-        cached = tokenizer.tokenize(images).flatten(1)
-        autocast = path == "fast" and fast_bf16
-        masked_tokens = []
+    precision: str,
+    lab_style: bool = False,
+    lab_tokenizer: VQGAN | None = None,
+    compile: bool = False,
+) -> tuple[Callable[[], None], list[int]]:
+    """One MVTM step (forward, backward, AdamW) and the list it appends masked counts to.
 
-        def step() -> None:
-            # The lab encodes every batch with the VQGAN; the fast path reads cached tokens.
-            tokens = tokenizer.tokenize(images).flatten(1) if path == "lab_style" else cached
-            mask = random_token_mask(batch, tokens.shape[1], cosine, device=device)
-            masked_tokens.append(int(mask.sum()))
-            inputs = tokens.masked_fill(mask, model.mask_token_id)
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
-                if path == "lab_style":  # full logits, then the masked rows
-                    logits = model(inputs)[mask]
-                else:  # the output head only where there is a loss
-                    logits = model.logits_at(inputs, mask)
-                loss = mvtm_loss(logits.float(), tokens[mask])
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
+    The fast path reads cached tokens, runs fused attention and the output head only on the
+    masked tokens; the lab-style path encodes every batch with the VQGAN, runs the manual
+    attention and the full logits, in fp32.
+    """
+    torch.manual_seed(0)
+    model = BidirectionalTransformer(**config).train()
+    model.set_attention_impl("manual" if lab_style else "sdpa")
+    if compile:
+        model.compile_blocks()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    images = torch.rand(batch, 3, 64, 64)
+    cached = torch.randint(0, config["num_codebook_vectors"], (batch, 256))
+    masked_tokens: list[int] = []
 
-        seconds = timed(step, device, steps, warmup=3 if path == "fast" and fast_compile else 1)
-        # forward + backward = 3x the forward FLOPs; the head on the masked tokens on average.
-        predicted = statistics.mean(masked_tokens) / batch
-        flops = 3 * batch * forward_flops(config, predicted if path == "fast" else 256)
-        results[path] = {"images_per_second": batch / seconds, "step_ms": seconds * 1e3,
-                         "model_tflops_per_second": flops / seconds / 1e12}  # fmt: skip
-    results["ratio_fast_over_lab_style"] = (
-        results["fast"]["images_per_second"] / results["lab_style"]["images_per_second"]
-    )
-    return results
+    def step() -> None:
+        tokens = lab_tokenizer.tokenize(images).flatten(1) if lab_style else cached
+        mask = random_token_mask(batch, tokens.shape[1], cosine, device=tokens.device)
+        masked_tokens.append(int(mask.sum()))
+        inputs = tokens.masked_fill(mask, model.mask_token_id)
+        with autocast(precision):
+            logits = model(inputs)[mask] if lab_style else model.logits_at(inputs, mask)
+            loss = mvtm_loss(logits.float(), tokens[mask])
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+    return step, masked_tokens
 
 
-def peak_memory_mb(device: torch.device) -> float:
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated() / 2**20
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+def bench_transformer_step(
+    config: dict, batch: int, repeat: int, precision: str, **options
+) -> dict[str, float]:
+    """images/s and model TFLOP/s of :func:`transformer_step`."""
+    step, masked_tokens = transformer_step(config, batch, precision, **options)
+    seconds = timed(step, repeat, warmup=3 if options.get("compile") else 1)
+    # forward + backward = 3x the forward FLOPs; the head on the masked tokens on average.
+    predicted = 256 if options.get("lab_style") else statistics.mean(masked_tokens) / batch
+    flops = 3 * batch * forward_flops(config, predicted)
+    return {"images_per_second": batch / seconds, "step_ms": seconds * 1e3,
+            "tflops": flops / seconds / 1e12}  # fmt: skip
+
+
+# --- tokenizer training ------------------------------------------------------------------------
+
+
+def tokenizer_config(name: str = "local") -> dict:
+    return yaml.safe_load((ROOT / "conf" / "tokenizer" / f"{name}.yaml").read_text())
+
+
+def tokenizer_step(
+    batch: int, precision: str, channels_last: bool
+) -> tuple[Callable[[], None], VQGAN]:
+    """One reconstruction-phase step of the shipped tokenizer: L1 + L2 + codebook loss,
+    backward, AdamW (as ``VQGANModule.training_step`` before the GAN starts)."""
+    torch.manual_seed(0)
+    vqgan = VQGAN(**tokenizer_config()).train()
+    images = vqgan.normalize(torch.rand(batch, 3, 64, 64))
+    if channels_last:
+        vqgan = vqgan.to(memory_format=torch.channels_last)
+        images = images.contiguous(memory_format=torch.channels_last)
+    optimizer = torch.optim.AdamW(vqgan.parameters(), lr=1e-4)
+
+    def step() -> None:
+        with autocast(precision):
+            recon, _, quant_loss = vqgan(images)
+            recon = recon.float()
+            loss = F.l1_loss(recon, images) + F.mse_loss(recon, images) + quant_loss
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+    return step, vqgan
+
+
+def bench_tokenizer(batch: int, repeat: int) -> dict[str, dict[str, float]]:
+    rows: dict[str, dict[str, float]] = {}
+    for layout in ("nchw", "channels_last"):
+        for precision in PRECISIONS:
+            step, _ = tokenizer_step(batch, precision, layout == "channels_last")
+            seconds = timed(step, repeat)
+            rows.setdefault(layout, {})[precision] = batch / seconds
+    return rows
+
+
+def profile_share(step: Callable[[], object], top: int = 8) -> list[dict[str, float | str]]:
+    """The ops with the largest share of self CPU time over two steps (after a warm-up)."""
+    step()
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+        step()
+        step()
+    events = [e for e in prof.key_averages() if e.self_cpu_time_total > 0]
+    total = sum(e.self_cpu_time_total for e in events)
+    events.sort(key=lambda e: e.self_cpu_time_total, reverse=True)
+    return [{"op": e.key, "share": e.self_cpu_time_total / total} for e in events[:top]]
+
+
+# --- decoding ----------------------------------------------------------------------------------
+
+
+def decoding_model() -> tuple[VQGAN, BidirectionalTransformer, str]:
+    if SHIPPED.is_file():
+        from maskgit.loading import load_maskgit
+
+        module = load_maskgit(SHIPPED)
+        return module.tokenizer, module.transformer, SHIPPED.name
+    torch.manual_seed(0)
+    tokenizer = VQGAN(**tokenizer_config()).eval()
+    transformer = BidirectionalTransformer(**transformer_config("small")).eval()
+    return tokenizer, transformer, "random weights (shipped checkpoint absent)"
+
+
+def centre_hole_batch(batch: int) -> tuple[Tensor, Tensor]:
+    """Random images with a centre hole: 25 % of the pixels, 64 of the 256 tokens."""
+    images = torch.rand(batch, 3, 64, 64)
+    mask = torch.ones(batch, 1, 64, 64)
+    mask[:, :, 16:48, 16:48] = 0
+    return images, mask
+
+
+def decode_once(
+    tokenizer: VQGAN, transformer: BidirectionalTransformer, batch: int, precision: str
+) -> object:
+    images, mask = centre_hole_batch(batch)
+    decoder = IterativeDecoder(cosine, total_iter=8, precision=precision)
+    return inpaint(tokenizer, transformer, decoder, images, mask)
 
 
 def bench_decoding(
-    config: dict, tokenizer: VQGAN, device: torch.device, repeat: int, compile: bool
-) -> list[dict]:
-    torch.manual_seed(0)
-    model = BidirectionalTransformer(**config).to(device).eval()
-    rows = []
-    for total_iter in (8, 20):
-        # precision "auto": bf16 autocast on a GPU, fp32 on the CPU.
-        decoder = IterativeDecoder(cosine, total_iter=total_iter, compile=compile)
-        per_image = {}
-        for batch in (1, 32):
-            images = torch.rand(batch, 3, 64, 64, device=device)
-            mask = torch.ones(batch, 1, 64, 64, device=device)
-            mask[:, :, 16:48, 16:48] = 0  # a centre hole: 25 % of the pixels, 64 tokens
-            if device.type == "cuda":
-                torch.cuda.reset_peak_memory_stats()
+    tokenizer: VQGAN, transformer: BidirectionalTransformer, repeat: int, compile: bool
+) -> dict[int, dict[str, float]]:
+    """Inpainted images/s at T=8 over a centre hole (25 % of the pixels, 64 tokens)."""
+    rows: dict[int, dict[str, float]] = {}
+    for batch in (1, 32):
+        images, mask = centre_hole_batch(batch)
+        for precision in PRECISIONS:
+            decoder = IterativeDecoder(cosine, total_iter=8, precision=precision, compile=compile)
             seconds = timed(
-                lambda: inpaint(tokenizer, model, decoder, images, mask), device, repeat,
+                lambda: inpaint(tokenizer, transformer, decoder, images, mask),
+                repeat,
                 warmup=3 if compile else 1,
-            )  # fmt: skip
-            per_image[batch] = batch / seconds
-            # Each step runs the blocks over all 256 tokens, the head on the 64 missing ones
-            # at most: an upper bound on the transformer's share of the work.
-            flops = batch * total_iter * forward_flops(config, predicted=64)
-            rows.append({"total_iter": total_iter, "batch": batch, "images_per_second": batch / seconds,
-                         "model_tflops_per_second": flops / seconds / 1e12,
-                         "peak_memory_mb": peak_memory_mb(device)})  # fmt: skip
-        rows[-1]["batch32_over_batch1"] = per_image[32] / per_image[1]
+            )
+            rows.setdefault(batch, {})[precision] = batch / seconds
     return rows
 
 
-def markdown(results: dict) -> str:
-    lines = [f"# Speed ({results['device']}, torch {results['torch']})", ""]
-    lines += [
-        "## Attention (manual vs sdpa)",
+# --- FID features ------------------------------------------------------------------------------
+
+
+def fid_images(count: int) -> tuple[Tensor, Tensor]:
+    """Real val photos (random images without ../shared) and a degraded copy as the fakes."""
+    folder = SHARED / "data" / "cat_faces" / "val"
+    if folder.is_dir():
+        from maskgit.data.images import load_image
+
+        files = sorted(folder.iterdir())[:count]
+        real = torch.stack([load_image(f, 64) for f in files])
+    else:
+        real = torch.rand(count, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    fake = F.avg_pool2d(real, 3, stride=1, padding=1)  # blurred: a FID far from 0
+    return real, fake
+
+
+def bench_fid_features(count: int, batch: int = 50) -> dict[str, float] | None:
+    """Images/s of the Inception pass in NCHW and channels_last, and |FID difference|."""
+    from maskgit.metrics.fid import build_fid
+
+    if not FID_WEIGHTS.is_file():
+        return None
+    real, fake = fid_images(count)
+    result: dict[str, float] = {}
+    scores = {}
+    for layout in ("nchw", "channels_last"):
+        fid = build_fid(str(FID_WEIGHTS))
+        fid.inception.to(
+            memory_format=torch.channels_last
+            if layout == "channels_last"
+            else torch.contiguous_format
+        )
+        start = time.perf_counter()
+        with torch.inference_mode():
+            for chunk in range(0, count, batch):
+                fid.update(real[chunk : chunk + batch], real=True)
+                fid.update(fake[chunk : chunk + batch], real=False)
+        result[layout] = 2 * count / (time.perf_counter() - start)
+        scores[layout] = float(fid.compute())
+    result["fid_nchw"] = scores["nchw"]
+    result["fid_difference"] = abs(scores["nchw"] - scores["channels_last"])
+    result["images"] = count
+    return result
+
+
+def read_parity() -> dict[str, dict[str, float]]:
+    rows = {}
+    for label, stem in PARITY_RUNS.items():
+        path = RESULTS / f"{stem}.json"
+        if path.is_file():
+            run = json.loads(path.read_text())["runs"][0]
+            rows[label] = {key: run[key] for key in ("fid", "psnr", "ssim", "wall_seconds")}
+    return rows
+
+
+# --- report ------------------------------------------------------------------------------------
+
+
+def ratio(row: dict[str, float]) -> str:
+    return f"{row['bf16'] / row['32']:.2f}x" if "bf16" in row and "32" in row else ""
+
+
+def markdown(r: dict) -> str:
+    peak = r["peak"]["gemm"]["bf16"]
+    share = lambda tflops: f"{100 * tflops * 1e3 / peak:.1f} %"  # noqa: E731
+    lines = [
+        f"# Speed ({r['device']}, torch {r['torch']})",
         "",
-        "| size | what | impl | batch | forward ms | fwd+bwd ms | max abs diff |",
+        f"bf16 units: {r['bf16_units']}. Peak = the measured bf16 GEMM, {peak:.0f} GFLOP/s.",
+        "",
+        "| what | unit | fp32 | bf16 | bf16 / fp32 | bf16 share of peak | target |",
         "|---|---|---|---|---|---|---|",
     ]
-    for r in results["attention"]:
+    names = {"gemm": "GEMM 2048x2048", "conv_nchw": "conv 3x3 64->64, 32x64x64, NCHW, forward",
+             "conv_channels_last": "conv 3x3 64->64, 32x64x64, channels_last, forward"}  # fmt: skip
+    for key, label in names.items():
+        row = r["peak"][key]
         lines.append(
-            f"| {r['size']} | {r['what']} | {r['impl']} | {r['batch']} | {r['forward_ms']:.2f} | {r['fwd_bwd_ms']:.2f} | {r['max_abs_diff_vs_manual']:.2e} |"
+            f"| {label} | GFLOP/s | {row['32']:.0f} | {row['bf16']:.0f} | {ratio(row)} | "
+            f"{100 * row['bf16'] / peak:.0f} % | |"
         )
-    t = results["training"]
-    peak = results.get("peak_tflops")
-
-    def mfu(row: dict) -> str:
-        return f"{100 * row['model_tflops_per_second'] / peak:.1f} %" if peak else "n/a"
-
-    extras = "".join(f", {x}" for x in results["fast_options"])
-    lines += ["", f"## Training throughput ({results['transformer']} transformer, {results['tokenizer']} VQGAN, batch {results['train_batch']})", "",
-              "| path | images/s | step ms | model TFLOP/s | MFU |", "|---|---|---|---|---|",
-              f"| lab-style (VQGAN encode per batch, manual attention, full logits, fp32) | {t['lab_style']['images_per_second']:.1f} | {t['lab_style']['step_ms']:.0f} | {t['lab_style']['model_tflops_per_second']:.3f} | {mfu(t['lab_style'])} |",
-              f"| fast (cached tokens, sdpa, masked-only head{extras}) | {t['fast']['images_per_second']:.1f} | {t['fast']['step_ms']:.0f} | {t['fast']['model_tflops_per_second']:.3f} | {mfu(t['fast'])} |",
-              "", f"**fast / lab-style: {t['ratio_fast_over_lab_style']:.2f}x** (target >= 3x on CPU)"]  # fmt: skip
+    for label, row in r["attention"].items():
+        lines.append(
+            f"| self-attention, batch 32 x 8 heads x 256 tokens x 32, {label.replace('_', ' ')}, "
+            f"forward | GFLOP/s | {row['32']:.0f} | {row['bf16']:.0f} | {ratio(row)} | "
+            f"{100 * row['bf16'] / peak:.0f} % | |"
+        )
+    lab = r["training"]["lab_style"]
+    lines.append(
+        f"| transformer train step, small, lab-style (VQGAN encode, manual attention, full "
+        f"logits) | images/s | {lab['images_per_second']:.1f} | | | | |"
+    )
+    for size, target in (("small", ">= 3x"), ("large", ">= 30 % of peak")):
+        steps = r["training"][size]
+        fp32, bf16 = steps["32"], steps["bf16"]
+        lines.append(
+            f"| transformer train step, {r['sizes'][size]}, batch {r['train_batch']} | images/s "
+            f"| {fp32['images_per_second']:.1f} | {bf16['images_per_second']:.1f} | "
+            f"{bf16['images_per_second'] / fp32['images_per_second']:.2f}x | "
+            f"{share(bf16['tflops'])} ({bf16['tflops']:.3f} TFLOP/s; fp32 "
+            f"{fp32['tflops']:.3f}) | {target} |"
+        )
+        if "compiled_bf16" in steps:
+            c = steps["compiled_bf16"]
+            lines.append(
+                f"| ... same, torch.compile | images/s | | {c['images_per_second']:.1f} | "
+                f"{c['images_per_second'] / fp32['images_per_second']:.2f}x | "
+                f"{share(c['tflops'])} | |"
+            )
+    for layout in ("nchw", "channels_last"):
+        row = r["tokenizer"][layout]
+        vs_nchw = row["bf16"] / r["tokenizer"]["nchw"]["32"]
+        lines.append(
+            f"| tokenizer train step, local, batch {r['train_batch']}, {layout} | images/s | "
+            f"{row['32']:.1f} | {row['bf16']:.1f} | {ratio(row)} (over fp32 NCHW: "
+            f"{vs_nchw:.2f}x) | | >= 2.5x |"
+        )
+    for batch, row in r["decoding"]["rows"].items():
+        lines.append(
+            f"| decoding T=8, batch {batch} ({r['decoding']['model']}) | images/s | "
+            f"{row['32']:.1f} | {row['bf16']:.1f} | {ratio(row)} | | >= 2.5x |"
+        )
+    fid = r.get("fid_features")
+    if fid:
+        lines.append(
+            f"| FID Inception features (fp32), NCHW vs channels_last | images/s | "
+            f"{fid['nchw']:.1f} NCHW | {fid['channels_last']:.1f} channels_last | "
+            f"{fid['channels_last'] / fid['nchw']:.2f}x | | same FID to 1e-3: "
+            f"|diff| = {fid['fid_difference']:.1e} |"
+        )
+    for label, row in r["parity"].items():
+        lines.append(
+            f"| quality, 1,000 val pairs, cosine T=8, {label} | FID / masked PSNR | "
+            f"{row['fid']:.2f} / {row['psnr']:.2f} dB | | | | wall {row['wall_seconds']:.0f} s |"
+        )
+    train = r["training"]["small"]["bf16"]["images_per_second"]
+    decode = r["decoding"]["rows"]
     lines += [
         "",
-        f"## Decoding (inpainted images/s, 25 % hole{extras})",
-        "",
-        "| total_iter | batch | images/s | transformer TFLOP/s | MFU | peak memory MB (GPU: allocated; CPU: process peak RSS) |",
-        "|---|---|---|---|---|---|",
+        f"Against the previous table (fp32; training {PREVIOUS['train_small_fp32']} images/s, "
+        f"decoding {PREVIOUS['decode_b1_fp32']} / {PREVIOUS['decode_b32_fp32']} images/s at "
+        f"batch 1 / 32): bf16 training {train / PREVIOUS['train_small_fp32']:.2f}x, decoding "
+        f"{decode_rate(decode, 1) / PREVIOUS['decode_b1_fp32']:.2f}x / "
+        f"{decode_rate(decode, 32) / PREVIOUS['decode_b32_fp32']:.2f}x.",
     ]
-    for r in results["decoding"]:
-        lines.append(
-            f"| {r['total_iter']} | {r['batch']} | {r['images_per_second']:.1f} | {r['model_tflops_per_second']:.3f} | {mfu(r)} | {r['peak_memory_mb']:.0f} |"
-        )
-    for r in results["decoding"]:
-        if "batch32_over_batch1" in r:
-            lines.append(
-                f"\nT={r['total_iter']}: **batch 32 / batch 1 per-image throughput: {r['batch32_over_batch1']:.1f}x** (target >= 5x)"
-            )
+    for title, profile in (
+        ("Tokenizer bf16 training step (NCHW)", r["tokenizer"].get("profile")),
+        ("Transformer bf16 training step (shipped size)", r["training"].get("profile")),
+        ("Decoding in bf16, T=8, batch 32", r["decoding"].get("profile")),
+    ):
+        if profile:
+            lines += ["", f"{title}, share of self CPU time per op:", ""]
+            lines += [f"- `{p['op']}`: {100 * p['share']:.1f} %" for p in profile]
+    if fid:
+        lines += ["", f"FID features over {fid['images']} real + {fid['images']} blurred val "
+                  f"photos, batch 50; FID {fid['fid_nchw']:.3f}."]  # fmt: skip
+    if r["parity"]:
+        lines += ["", "Parity rows: `python benchmarks/quality.py --only \"maskgit cosine T=8\" "
+                  "--set precision=... seed=... --name parity_...`."]  # fmt: skip
     return "\n".join(lines) + "\n"
+
+
+def decode_rate(rows: dict, batch: int) -> float:
+    """bf16 images/s of a decoding row (keys are ints in a run, strings read back from JSON)."""
+    return (rows.get(batch) or rows[str(batch)])["bf16"]
+
+
+def bf16_units() -> str:
+    avx512 = torch.cpu._is_avx512_bf16_supported()
+    amx = torch.cpu._is_amx_tile_supported()
+    return f"AVX-512 BF16 {'yes' if avx512 else 'no'}, AMX {'yes' if amx else 'no'}"
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--transformer", default="small", help="small | tiny | lab")
-    parser.add_argument("--tokenizer", default="lab", choices=["lab", "small"],
-                        help="the VQGAN the lab-style path encodes every batch with (lab: its 70.8 M one)")  # fmt: skip
     parser.add_argument("--train-batch", type=int, default=32)
     parser.add_argument("--repeat", type=int, default=3)
-    parser.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
-                        help="torch.compile the fast paths (default: on a GPU only)")  # fmt: skip
-    parser.add_argument("--peak-tflops", type=float, default=None,
-                        help="the device's dense bf16 peak for MFU (default: known GPUs)")  # fmt: skip
+    parser.add_argument("--fid-images", type=int, default=200)
+    parser.add_argument("--compile", action="store_true", help="add torch.compile rows")
+    parser.add_argument("--report", action="store_true",
+                        help="no measuring: rewrite the table from the last run's JSON with the "
+                             "current parity results")  # fmt: skip
+    parser.add_argument("--lab-tokenizer", default="lab", choices=["lab", "small"],
+                        help="the VQGAN the lab-style step encodes every batch with")  # fmt: skip
     args = parser.parse_args()
-    device = torch.device(args.device)
-    on_gpu = device.type == "cuda"
-    compile = on_gpu if args.compile is None else args.compile
+    if args.report:
+        results = json.loads((RESULTS / "speed_cpu.json").read_text())
+        results["parity"] = read_parity()
+        write(results)
+        return
     torch.manual_seed(0)
-    # Random weights: speed does not depend on them. The lab-style training path encodes with
-    # --tokenizer; decoding uses this framework's shipped tokenizer size (tokenizer/small).
-    lab_path_tokenizer = build_tokenizer(args.tokenizer, device)
-    decode_tokenizer = build_tokenizer("small", device)
-    config = transformer_config(args.transformer)
-
-    results = {
-        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)",
-        "device_type": device.type,
+    results: dict = {
+        "device": f"CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)",
         "torch": torch.__version__,
-        "transformer": args.transformer,
-        "tokenizer": args.tokenizer,
+        "bf16_units": bf16_units(),
         "train_batch": args.train_batch,
-        "fast_options": (["bf16 autocast"] if on_gpu else []) + (["torch.compile"] if compile else []),
-        "peak_tflops": peak_tflops(device, args.peak_tflops),
     }  # fmt: skip
-    results["attention"] = bench_attention(device, args.repeat)
-    results["attention"] += bench_transformer(config, args.transformer, device, 8, args.repeat)
-    results["training"] = bench_training(
-        config, lab_path_tokenizer, device, args.train_batch, args.repeat, on_gpu, compile
-    )
-    results["decoding"] = bench_decoding(config, decode_tokenizer, device, args.repeat, compile)
+    print("peak ...", flush=True)
+    results["peak"] = bench_peak(args.repeat)
 
+    results["attention"] = bench_attention(args.repeat)
+
+    print("transformer training ...", flush=True)
+    small, large = transformer_config("small"), transformer_config("small") | LARGE
+    results["sizes"] = {
+        "small": f"shipped ({small['dim']} x {small['n_layers']})",
+        "large": f"{large['dim']} x {large['n_layers']} layers",
+    }
+    lab_tokenizer = VQGAN(**tokenizer_config(args.lab_tokenizer)).eval().requires_grad_(False)
+    training: dict = {
+        "lab_style": bench_transformer_step(
+            small, args.train_batch, args.repeat, "32", lab_style=True, lab_tokenizer=lab_tokenizer
+        )
+    }
+    for name, config in (("small", small), ("large", large)):
+        training[name] = {
+            p: bench_transformer_step(config, args.train_batch, args.repeat, p) for p in PRECISIONS
+        }
+        if args.compile:
+            training[name]["compiled_bf16"] = bench_transformer_step(
+                config, args.train_batch, args.repeat, "bf16", compile=True
+            )
+    training["profile"] = profile_share(transformer_step(small, args.train_batch, "bf16")[0])
+    results["training"] = training
+
+    print("tokenizer training ...", flush=True)
+    results["tokenizer"] = bench_tokenizer(args.train_batch, args.repeat)
+    results["tokenizer"]["profile"] = profile_share(
+        tokenizer_step(args.train_batch, "bf16", False)[0]
+    )
+
+    print("decoding ...", flush=True)
+    tokenizer, transformer, model_name = decoding_model()
+    results["decoding"] = {
+        "model": model_name,
+        "rows": bench_decoding(tokenizer, transformer, args.repeat, args.compile),
+        "profile": profile_share(lambda: decode_once(tokenizer, transformer, 32, "bf16")),
+    }
+    print("FID features ...", flush=True)
+    results["fid_features"] = bench_fid_features(args.fid_images)
+    results["parity"] = read_parity()
+    write(results)
+
+
+def write(results: dict) -> None:
     report = markdown(results)
     print(report)
     RESULTS.mkdir(parents=True, exist_ok=True)
-    stem = f"speed_{device.type}"
-    (RESULTS / f"{stem}.json").write_text(json.dumps(results, indent=2))
-    (RESULTS / f"{stem}.md").write_text(report)
-    print(f"wrote {RESULTS / stem}.{{json,md}}")
+    (RESULTS / "speed_cpu.json").write_text(json.dumps(results, indent=2))
+    (RESULTS / "speed_cpu.md").write_text(report)
+    print(f"wrote {RESULTS / 'speed_cpu'}.{{json,md}}")
 
 
 if __name__ == "__main__":

@@ -206,6 +206,7 @@ def test_sweep_writes_summary_and_same_seed_repeats(ckpt, first_run, tmp_path):
     assert [row["sweet_spot"] for row in rows] == ["1", "2"]
     assert [row["job"] for row in rows] == ["0", "1"]
     assert all(row["method"] == "maskgit" and float(row["psnr"]) > 0 for row in rows)
+    assert all(float(row["wall_seconds"]) > 0 for row in rows)  # each job's own end-to-end time
     table = (sweep / "summary.md").read_text().splitlines()
     assert table[0].startswith("| job | method |") and "sweet_spot" in table[0]
     assert len(table) == 4  # header, rule, two jobs

@@ -13,7 +13,7 @@ from omegaconf import DictConfig
 
 log = logging.getLogger(__name__)
 
-COLUMNS = ("fid", "psnr", "ssim", "images_per_second")
+COLUMNS = ("fid", "psnr", "ssim", "images_per_second", "wall_seconds")
 
 
 def collect(sweep_dir: Path) -> list[dict[str, Any]]:
