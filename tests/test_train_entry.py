@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import shutil
 import subprocess
@@ -193,10 +194,12 @@ def test_stage1_tokenizer_fit(data_root, tmp_path):
     assert "val/psnr" in (out / "csv" / "version_0" / "metrics.csv").read_text()
 
 
-def decoder_finetune(tokenizer: Path, data: Path, tmp: Path, fid: bool) -> list[str]:
-    """Overrides for two batches of experiment=decoder_cats over the tiny tokenizer."""
+def decoder_finetune(
+    tokenizer: Path, data: Path, tmp: Path, fid: bool, experiment: str = "decoder_cats"
+) -> list[str]:
+    """Overrides for two batches of a decoder fine-tune experiment over the tiny tokenizer."""
     return [
-        "experiment=decoder_cats",
+        f"experiment={experiment}",
         "tokenizer=tiny",
         f"init_from={tokenizer}",
         f"data_root={data}",
@@ -217,11 +220,13 @@ def decoder_finetune(tokenizer: Path, data: Path, tmp: Path, fid: bool) -> list[
     ]
 
 
-def test_decoder_finetune_keeps_every_token(tiny_tokenizer_path, data_root, tmp_path):
-    # experiment=decoder_cats: the shipped recipe (patch-GAN with adaptive weight, frozen
-    # encoder and codebook) from a trained tokenizer: the decoder moves, no token changes.
+@pytest.mark.parametrize("experiment", ["decoder_cats", "tokenizer_cats_local_gan"])
+def test_decoder_finetune_keeps_every_token(experiment, tiny_tokenizer_path, data_root, tmp_path):
+    # A decoder fine-tune (patch-GAN with adaptive weight, frozen encoder and codebook) from
+    # a trained tokenizer: the decoder moves, no token changes.
     out = tmp_path / "out"
-    run_train(decoder_finetune(tiny_tokenizer_path, data_root, tmp_path, fid=False), out)
+    overrides = decoder_finetune(tiny_tokenizer_path, data_root, tmp_path, False, experiment)
+    run_train(overrides, out)
     checkpoint = tmp_path / "logs" / "checkpoints" / "test" / "last.ckpt"
     tuned = load_tokenizer(checkpoint)
     original = load_tokenizer(tiny_tokenizer_path)
@@ -236,6 +241,12 @@ def test_decoder_finetune_keeps_every_token(tiny_tokenizer_path, data_root, tmp_
 
     metrics = (out / "csv" / "version_0" / "metrics.csv").read_text()
     assert "train/g_adv" in metrics and "train/d_loss" in metrics and "train/gan_weight" in metrics
+    if experiment == "tokenizer_cats_local_gan":  # its regularisers ran, and were finite
+        header, *rows = metrics.splitlines()
+        for name in ("train/lecam", "train/feature_matching"):
+            column = header.split(",").index(name)
+            values = [float(r.split(",")[column]) for r in rows if r.split(",")[column]]
+            assert values and all(math.isfinite(v) and v >= 0 for v in values)
     # Without FID the best checkpoint follows val/psnr instead of val/rfid.
     assert list((tmp_path / "logs" / "checkpoints" / "test").glob("epoch*.ckpt"))
 

@@ -22,6 +22,7 @@ from maskgit.checkpoints import (
     save_atomic,
 )
 from maskgit.data.datasets import ImageFolderDataset
+from maskgit.models.discriminator import PatchDiscriminator
 from maskgit.models.vqgan import VQGAN
 from maskgit.modules.maskgit import MaskGitModule
 from maskgit.modules.tokenizer import VQGANModule
@@ -265,3 +266,40 @@ def test_known_token_agreement_metric_separates_the_ring_from_far_tokens():
             assert float(scores["far"]) == far_expected
         else:  # the global encoder changes far tokens too
             assert float(scores["far"]) < 1.0
+
+
+# --- the patch discriminator of the adversarial phase -----------------------------------------
+
+
+def test_spectral_discriminator_has_no_batch_norm_and_unit_spectral_norm() -> None:
+    torch.manual_seed(0)
+    disc = PatchDiscriminator(channels=16, n_layers=2, norm="spectral").train()
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in disc.modules())
+    x = torch.rand(4, 3, 32, 32)
+    for _ in range(20):  # power iterations run in training-mode forwards
+        disc(x)
+    convs = [m for m in disc.modules() if isinstance(m, torch.nn.Conv2d)]
+    for conv in convs:
+        sigma = torch.linalg.matrix_norm(conv.weight.detach().flatten(1), ord=2)
+        assert sigma == pytest.approx(1.0, abs=0.05)
+    plain = PatchDiscriminator(channels=16, n_layers=2, norm="none")
+    sigmas = [float(torch.linalg.matrix_norm(m.weight.detach().flatten(1), ord=2))
+              for m in plain.model if isinstance(m, torch.nn.Conv2d)]  # fmt: skip
+    assert any(abs(sigma - 1.0) > 0.05 for sigma in sigmas)  # what spectral norm changed
+
+
+def test_discriminator_features_end_in_its_logits() -> None:
+    torch.manual_seed(0)
+    disc = PatchDiscriminator(channels=8, n_layers=2, norm="batch").eval()
+    x = torch.rand(2, 3, 32, 32)
+    logits, features = disc.features(x)
+    assert torch.equal(logits, disc(x))
+    assert len(features) == 3  # one per LeakyReLU: the stem and each of the 2 layers
+    assert [f.shape[1] for f in features] == [8, 16, 32]
+
+
+def test_discriminator_norm_and_regulariser_options_are_checked() -> None:
+    with pytest.raises(ValueError, match=r"model\.disc_norm"):
+        PatchDiscriminator(norm="layer")
+    with pytest.raises(ValueError, match=r"model\.lecam_decay"):
+        VQGANModule(vqgan=tiny_tokenizer_config(), gan_weight=0.1, lecam_decay=1.0)

@@ -23,7 +23,7 @@ from maskgit.checkpoints import (
 from maskgit.config import plain_config
 from maskgit.image_logging import log_image_grid
 from maskgit.metrics.codebook import CodebookUsage
-from maskgit.models.discriminator import PatchDiscriminator
+from maskgit.models.discriminator import DiscriminatorNorm, PatchDiscriminator
 from maskgit.models.vqgan import VQGAN
 
 log = logging.getLogger(__name__)
@@ -39,6 +39,12 @@ class VQGANModule(L.LightningModule):
     tokens of every image stay the same, so a MaskGIT trained over the tokenizer stays valid
     with the new decoder. ``adaptive_gan_weight`` scales the adversarial gradient at the last
     decoder layer to ``gan_weight`` times the reconstruction gradient (Esser et al., 2021).
+
+    Keeping the discriminator from winning: ``disc_norm="spectral"`` (no BatchNorm),
+    ``lecam_weight`` (LeCam regularisation, Tseng et al., 2021: the discriminator's outputs
+    are pulled towards the moving averages of its outputs on the other side) and
+    ``feature_matching_weight`` (L1 between the discriminator's features of the photo and
+    of its reconstruction: a perceptual term that needs no downloaded network).
     """
 
     def __init__(
@@ -56,6 +62,10 @@ class VQGANModule(L.LightningModule):
         adaptive_gan_weight: bool = False,
         disc_channels: int = 64,
         disc_layers: int = 3,
+        disc_norm: DiscriminatorNorm = "batch",
+        lecam_weight: float = 0.0,
+        lecam_decay: float = 0.999,
+        feature_matching_weight: float = 0.0,
         freeze_encoder: bool = False,
         num_log_images: int = 8,
     ) -> None:
@@ -65,11 +75,20 @@ class VQGANModule(L.LightningModule):
         self.save_hyperparameters()  # the plain-dict vqgan config too: checkpoints rebuild it
         self.vqgan = VQGAN(**vqgan)
         self.use_gan = gan_weight > 0
+        for name, value, valid in (
+            ("lecam_weight", lecam_weight, lecam_weight >= 0),
+            ("lecam_decay", lecam_decay, 0 <= lecam_decay < 1),
+            ("feature_matching_weight", feature_matching_weight, feature_matching_weight >= 0),
+        ):
+            if not valid:
+                raise ValueError(f"model.{name}: out of range, got {value}")
         self.discriminator = (
-            PatchDiscriminator(channels=disc_channels, n_layers=disc_layers)
+            PatchDiscriminator(channels=disc_channels, n_layers=disc_layers, norm=disc_norm)
             if self.use_gan
             else None
         )
+        # LeCam's moving averages of the discriminator's mean output on photos / recons.
+        self.register_buffer("lecam_ema", torch.zeros(2))
         if freeze_encoder:
             for part in self.encoding_side():
                 part.requires_grad_(False)
@@ -131,6 +150,8 @@ class VQGANModule(L.LightningModule):
         log.info("tokenizer initialised from %s", path)
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # Runs from before LeCam have no moving averages: start them from zero.
+        checkpoint["state_dict"].setdefault("lecam_ema", torch.zeros_like(self.lecam_ema))
         require_fit(self, checkpoint["state_dict"], checkpoint_source(self))
 
     def _reconstruction_loss(self, recon: Tensor, target: Tensor) -> Tensor:
@@ -173,22 +194,49 @@ class VQGANModule(L.LightningModule):
         active = self.global_step >= self.hparams.gan_start_step
         g_loss = vq_loss
         if active:
-            g_adv = -self.discriminator(recon).mean()
+            fm_weight = self.hparams.feature_matching_weight
+            logits_fake, features_fake = self.discriminator.features(recon)
+            g_adv = -logits_fake.mean()
             weight = self._adversarial_weight(rec_loss, g_adv)
             g_loss = g_loss + weight * g_adv
-            self.log_dict({"train/g_adv": g_adv, "train/gan_weight": weight}, on_step=True)
+            logged = {"train/g_adv": g_adv, "train/gan_weight": weight}
+            if fm_weight > 0:
+                with torch.no_grad():
+                    _, features_real = self.discriminator.features(target)
+                matching = sum(
+                    F.l1_loss(fake, real) for fake, real in zip(features_fake, features_real)
+                ) / len(features_real)
+                g_loss = g_loss + fm_weight * matching
+                logged["train/feature_matching"] = matching
+            self.log_dict(logged, on_step=True)
         opt_g.zero_grad()
         self.manual_backward(g_loss)
         self.clip_gradients(opt_g, gradient_clip_val=1.0, gradient_clip_algorithm="norm")
         opt_g.step()
         if active:
-            d_real = self.discriminator(target.detach())
-            d_fake = self.discriminator(recon.detach())
-            d_loss = 0.5 * (F.relu(1 - d_real).mean() + F.relu(1 + d_fake).mean())
-            opt_d.zero_grad()
-            self.manual_backward(d_loss)
-            opt_d.step()
-            self.log("train/d_loss", d_loss, on_step=True)
+            self._discriminator_step(opt_d, target.detach(), recon.detach())
+
+    def _discriminator_step(self, opt_d, real: Tensor, fake: Tensor) -> None:
+        d_real, d_fake = self.discriminator(real), self.discriminator(fake)
+        d_loss = 0.5 * (F.relu(1 - d_real).mean() + F.relu(1 + d_fake).mean())
+        logged = {"train/d_loss": d_loss, "train/d_real": d_real.mean().detach(),
+                  "train/d_fake": d_fake.mean().detach()}  # fmt: skip
+        if self.hparams.lecam_weight > 0:
+            decay = self.hparams.lecam_decay
+            means = torch.stack([d_real.mean(), d_fake.mean()]).detach().float()
+            means = self.trainer.strategy.reduce(means, reduce_op="mean")
+            self.lecam_ema.mul_(decay).add_((1 - decay) * means)
+            ema_real, ema_fake = self.lecam_ema
+            lecam = (
+                F.relu(d_real - ema_fake).square().mean()
+                + F.relu(ema_real - d_fake).square().mean()
+            )
+            d_loss = d_loss + self.hparams.lecam_weight * lecam
+            logged["train/lecam"] = lecam
+        opt_d.zero_grad()
+        self.manual_backward(d_loss)
+        opt_d.step()
+        self.log_dict(logged, on_step=True)
 
     @torch.no_grad()
     def _track_codes(self, indices: Tensor, latents: Tensor) -> None:
