@@ -59,7 +59,23 @@ def runs(quick: bool) -> list[tuple[str, list[str]]]:
         overrides = [f"schedule={schedule}", f"total_iter={total}"]
         specs.append((label, overrides + ([f"sweet_spot={spot}"] if spot else [])))
     specs.append(("maskgit lab-rule decoding T=8", ["decoding=lab", "total_iter=8"]))
+    # cosine T=8 with one option changed: precision parity (and the seed's own noise beside
+    # it) and the sampling / paste options.
+    base = ["schedule=cosine", "total_iter=8"]
+    for option in OPTION_RUNS:
+        specs.append((f"maskgit cosine T=8 {option}", base + OPTION_RUNS[option]))
     return specs
+
+
+OPTION_RUNS = {
+    "fp32": ["precision=32"],
+    "fp32 seed=1": ["precision=32", "seed=1"],
+    "bf16 seed=1": ["seed=1"],
+    "paste_feather=2": ["decoding.paste_feather=2"],
+    "top_k=50": ["decoding.top_k=50"],
+    "temperature=0.8": ["decoding.temperature=0.8"],
+    "choice_temperature=2": ["choice_temperature=2.0"],
+}
 
 
 TOKENIZER_RUN = "tokenizer"
@@ -120,6 +136,11 @@ def main() -> None:
     parser.add_argument(
         "--set", nargs="+", default=[], metavar="KEY=VALUE", help="evaluate.py overrides"
     )
+    parser.add_argument(
+        "--include", nargs="+", default=[], metavar="NAME",
+        help="rows of earlier results files (benchmarks/results/NAME.json, same images) to "
+             "put in this table, e.g. the reference methods, which do not depend on --ckpt",
+    )  # fmt: skip
     args = parser.parse_args()
     if (args.only or args.tokenizer or args.set) and args.name == "quality":
         parser.error("--only / --tokenizer / --set: give --name too, so the committed results stay")
@@ -148,8 +169,7 @@ def main() -> None:
         if unknown:
             parser.error(f"--only: unknown runs {sorted(unknown)}; runs: {labels}")
         specs = [(label, overrides) for label, overrides in specs if label in args.only]
-    table = []
-    tokenizer_row = None
+    table, tokenizer_row = included_rows(args.include, args.limit)
     if not args.only or TOKENIZER_RUN in args.only:
         tokenizer = load_tokenizer(args.tokenizer) if args.tokenizer else tokenizer_of(args.ckpt)
         tokenizer_row = tokenizer_scores(tokenizer.eval(), loader, fid)
@@ -186,16 +206,40 @@ def main() -> None:
     write(table, int(fid.real_features_num_samples), args, final=True, tokenizer=tokenizer_row)
 
 
+def included_rows(names: list[str], limit: int | None) -> tuple[list[dict], dict | None]:
+    """The runs (and tokenizer row) of earlier results files, each marked with its file."""
+    rows, tokenizer = [], None
+    for name in names:
+        path = RESULTS / f"{name}.json"
+        if not path.is_file():
+            raise SystemExit(f"--include {name}: {path} does not exist")
+        earlier = json.loads(path.read_text())
+        if earlier["summary"]["arguments"].get("limit") != limit:
+            raise SystemExit(f"--include {name}: its rows are over other images (--limit)")
+        rows += [dict(row, source=f"{name}.json") for row in earlier["runs"]]
+        tokenizer = earlier.get("tokenizer") or tokenizer
+    return rows, tokenizer
+
+
+REFERENCES = ("vqgan_recon", "opencv_telea", "opencv_ns", "masked_input")
+
+
 def write(table: list[dict], n_images: int, args, final: bool, tokenizer: dict | None) -> None:
     def best(prefix: str) -> dict:
         rows = [r for r in table if r["run"].startswith(prefix)]
         return min(rows, key=lambda r: r["fid"])
 
     RESULTS.mkdir(parents=True, exist_ok=True)
-    if not final or args.only:  # a subset has no summary of the whole comparison
+    present = {r["run"].split(" ")[0] for r in table}
+    schedules = [s for s in ("cosine", "linear", "square") if any(
+        r["run"].startswith(f"maskgit {s}") for r in table)]  # fmt: skip
+    if not final or "maskgit" not in present or not set(REFERENCES) <= present:
+        # A partial table: every row, no summary of the whole comparison.
         summary = {"images": n_images, "complete": False, "arguments": vars(args)}
         partial = {"summary": summary, "tokenizer": tokenizer, "runs": table}
         (RESULTS / f"{args.name}.json").write_text(json.dumps(partial, indent=2))
+        if final:
+            write_markdown(table, n_images, args, tokenizer, [])
         return
     maskgit_best = best("maskgit")
     summary = {
@@ -212,11 +256,29 @@ def write(table: list[dict], n_images: int, args, final: bool, tokenizer: dict |
     summary["best_maskgit_over_vqgan_recon"] = (
         summary["best_maskgit_fid"] / summary["vqgan_recon_fid"]
     )
-    for schedule in ("cosine", "linear", "square"):
+    for schedule in schedules:
         summary[f"best_{schedule}"] = best(f"maskgit {schedule}")["run"]
     (RESULTS / f"{args.name}.json").write_text(
         json.dumps({"summary": summary, "tokenizer": tokenizer, "runs": table}, indent=2)
     )
+    closing = [
+        "",
+        f"Best MaskGIT: {summary['best_maskgit']} (FID {summary['best_maskgit_fid']:.2f}); "
+        f"vqgan_recon {summary['vqgan_recon_fid']:.2f} "
+        f"(ratio {summary['best_maskgit_over_vqgan_recon']:.2f}x, target <= 2x); "
+        f"opencv_telea {summary['opencv_telea_fid']:.2f}, opencv_ns {summary['opencv_ns_fid']:.2f}.",
+        "",
+        "Best per schedule: " + "; ".join(
+            f"{s}: {summary[f'best_{s}']} (FID {best(f'maskgit {s}')['fid']:.2f})"
+            for s in schedules),
+    ]  # fmt: skip
+    write_markdown(table, n_images, args, tokenizer, closing)
+
+
+def write_markdown(
+    table: list[dict], n_images: int, args, tokenizer: dict | None, closing: list[str]
+) -> None:
+    only = " --only " + " ".join(f'"{label}"' for label in args.only) if args.only else ""
     lines = [
         f"# Inpainting quality ({n_images} val pairs of {Path(args.data_root).name}, "
         f"checkpoint {Path(args.ckpt).name}"
@@ -226,6 +288,9 @@ def write(table: list[dict], n_images: int, args, final: bool, tokenizer: dict |
         "Command: `python benchmarks/quality.py"
         + (f" --tokenizer {args.tokenizer}" if args.tokenizer else "")
         + (f" --limit {args.limit}" if args.limit else "") + (" --quick" if args.quick else "")
+        + (f" --ckpt {args.ckpt}" if Path(args.ckpt).name != "maskgit_cats_local.pt" else "")
+        + only + (" --set " + " ".join(args.set) if args.set else "")
+        + (" --include " + " ".join(args.include) if args.include else "")
         + (f" --name {args.name}" if args.name != "quality" else "") + "`",
         "",
         "| run | FID | masked PSNR | masked SSIM | images/s |",
@@ -240,16 +305,11 @@ def write(table: list[dict], n_images: int, args, final: bool, tokenizer: dict |
             "",
         ]
     for r in table:
+        source = f" ({r['source']})" if r.get("source") else ""
         lines.append(
-            f"| {r['run']} | {r['fid']:.2f} | {r['psnr']:.2f} | {r['ssim']:.3f} | {r['images_per_second'] or 0:.1f} |"
+            f"| {r['run']}{source} | {r['fid']:.2f} | {r['psnr']:.2f} | {r['ssim']:.3f} | {r['images_per_second'] or 0:.1f} |"
         )
-    lines += ["", f"Best MaskGIT: {summary['best_maskgit']} (FID {summary['best_maskgit_fid']:.2f}); "
-              f"vqgan_recon {summary['vqgan_recon_fid']:.2f} "
-              f"(ratio {summary['best_maskgit_over_vqgan_recon']:.2f}x, target <= 2x); "
-              f"opencv_telea {summary['opencv_telea_fid']:.2f}, opencv_ns {summary['opencv_ns_fid']:.2f}."]  # fmt: skip
-    lines += ["", "Best per schedule: " + "; ".join(
-        f"{s}: {summary[f'best_{s}']} (FID {best(f'maskgit {s}')['fid']:.2f})"
-        for s in ("cosine", "linear", "square"))]  # fmt: skip
+    lines += closing
     (RESULTS / f"{args.name}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
