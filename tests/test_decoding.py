@@ -168,6 +168,7 @@ def test_lab_noise_argmax_runs(transformer):
         ({"temperature": 0.0}, "temperature"),
         ({"top_k": 0}, "decoding.top_k"),
         ({"paste_feather": -1}, "decoding.paste_feather"),
+        ({"top_k": True}, "decoding.top_k"),
     ],
 )
 def test_invalid_settings_raise(settings, message):

@@ -303,3 +303,5 @@ def test_discriminator_norm_and_regulariser_options_are_checked() -> None:
         PatchDiscriminator(norm="layer")
     with pytest.raises(ValueError, match=r"model\.lecam_decay"):
         VQGANModule(vqgan=tiny_tokenizer_config(), gan_weight=0.1, lecam_decay=1.0)
+    with pytest.raises(ValueError, match=r"model\.lecam_weight=0\.1 needs the GAN"):
+        VQGANModule(vqgan=tiny_tokenizer_config(), lecam_weight=0.1)

@@ -48,19 +48,25 @@ class VQGANReconstruction(Inpainter):
     name = "vqgan_recon"
 
     def __init__(
-        self, ckpt: str | None = None, tokenizer_ckpt: str | None = None, paste: bool = True
+        self,
+        ckpt: str | None = None,
+        tokenizer_ckpt: str | None = None,
+        paste: bool = True,
+        paste_feather: int = 0,
     ):
         super().__init__()
         self.tokenizer = (
             load_tokenizer(tokenizer_ckpt) if tokenizer_ckpt else tokenizer_of(ckpt)
         ).eval()
         self.paste = paste
+        self.paste_feather = paste_feather
 
     @torch.inference_mode()
     def forward(self, images, pixel_mask, keys, seed, return_steps):
         tokens = self.tokenizer.tokenize(images)
         decoded = self.tokenizer.detokenize(tokens)
-        output = paste(images, decoded, pixel_mask) if self.paste else decoded
+        feather = self.paste_feather
+        output = paste(images, decoded, pixel_mask, feather) if self.paste else decoded
         return InpaintResult(
             images=output, tokens=tokens, token_mask=torch.zeros_like(tokens).bool()
         )

@@ -129,9 +129,15 @@ class IterativeDecoder:
             )
         if temperature <= 0:
             raise ValueError(f"temperature must be > 0, got {temperature}")
-        if top_k is not None and not (isinstance(top_k, int) and top_k >= 1):
+        if top_k is not None and (
+            isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1
+        ):
             raise ValueError(f"decoding.top_k must be an integer >= 1 or null, got {top_k!r}")
-        if not (isinstance(paste_feather, int) and paste_feather >= 0):
+        if (
+            isinstance(paste_feather, bool)
+            or not isinstance(paste_feather, int)
+            or paste_feather < 0
+        ):
             raise ValueError(
                 f"decoding.paste_feather must be an integer >= 0 (pixels of blend around the "
                 f"hole; 0 = a hard paste), got {paste_feather!r}"
@@ -217,9 +223,11 @@ class IterativeDecoder:
                 u = hash_uniform(seed, keys[rows], step, 0, logits.shape[-1], cols)
                 candidates = log_probs
                 if self.top_k is not None and self.top_k < logits.shape[-1]:
-                    # Only the sampling is restricted; the confidence stays the model's.
-                    kth = log_probs.topk(self.top_k, dim=-1).values[:, -1:]
-                    candidates = log_probs.masked_fill(log_probs < kth, float("-inf"))
+                    # Only the sampling is restricted (to exactly k codes, ties broken by
+                    # topk); the confidence stays the model's.
+                    keep = torch.zeros_like(log_probs, dtype=torch.bool)
+                    keep.scatter_(1, log_probs.topk(self.top_k, dim=-1).indices, True)
+                    candidates = log_probs.masked_fill(~keep, float("-inf"))
                 chosen = (candidates + gumbel(u).to(log_probs.dtype)).argmax(-1)
             else:
                 chosen = log_probs.argmax(-1)

@@ -82,13 +82,17 @@ class VQGANModule(L.LightningModule):
         ):
             if not valid:
                 raise ValueError(f"model.{name}: out of range, got {value}")
+            if name != "lecam_decay" and value > 0 and gan_weight <= 0:
+                raise ValueError(f"model.{name}={value} needs the GAN: set model.gan_weight > 0")
         self.discriminator = (
             PatchDiscriminator(channels=disc_channels, n_layers=disc_layers, norm=disc_norm)
             if self.use_gan
             else None
         )
-        # LeCam's moving averages of the discriminator's mean output on photos / recons.
+        # LeCam's moving averages of the discriminator's mean output on photos / recons, and
+        # the number of updates (their bias correction: they start from zero).
         self.register_buffer("lecam_ema", torch.zeros(2))
+        self.register_buffer("lecam_updates", torch.zeros((), dtype=torch.long))
         if freeze_encoder:
             for part in self.encoding_side():
                 part.requires_grad_(False)
@@ -151,7 +155,8 @@ class VQGANModule(L.LightningModule):
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         # Runs from before LeCam have no moving averages: start them from zero.
-        checkpoint["state_dict"].setdefault("lecam_ema", torch.zeros_like(self.lecam_ema))
+        for name in ("lecam_ema", "lecam_updates"):
+            checkpoint["state_dict"].setdefault(name, torch.zeros_like(getattr(self, name)))
         require_fit(self, checkpoint["state_dict"], checkpoint_source(self))
 
     def _reconstruction_loss(self, recon: Tensor, target: Tensor) -> Tensor:
@@ -226,7 +231,8 @@ class VQGANModule(L.LightningModule):
             means = torch.stack([d_real.mean(), d_fake.mean()]).detach().float()
             means = self.trainer.strategy.reduce(means, reduce_op="mean")
             self.lecam_ema.mul_(decay).add_((1 - decay) * means)
-            ema_real, ema_fake = self.lecam_ema
+            self.lecam_updates += 1
+            ema_real, ema_fake = self.lecam_ema / (1 - decay ** self.lecam_updates.item())
             lecam = (
                 F.relu(d_real - ema_fake).square().mean()
                 + F.relu(ema_real - d_fake).square().mean()
