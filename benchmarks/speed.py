@@ -213,7 +213,7 @@ def tokenizer_config(name: str = "local") -> dict:
 
 
 def tokenizer_step(
-    batch: int, precision: str, channels_last: bool
+    batch: int, precision: str, channels_last: bool, compile: bool = False
 ) -> tuple[Callable[[], None], VQGAN]:
     """One reconstruction-phase step of the shipped tokenizer: L1 + L2 + codebook loss,
     backward, AdamW (as ``VQGANModule.training_step`` before the GAN starts)."""
@@ -224,10 +224,11 @@ def tokenizer_step(
         vqgan = vqgan.to(memory_format=torch.channels_last)
         images = images.contiguous(memory_format=torch.channels_last)
     optimizer = torch.optim.AdamW(vqgan.parameters(), lr=1e-4)
+    forward = torch.compile(vqgan) if compile else vqgan
 
     def step() -> None:
         with autocast(precision):
-            recon, _, quant_loss = vqgan(images)
+            recon, _, quant_loss = forward(images)
             recon = recon.float()
             loss = F.l1_loss(recon, images) + F.mse_loss(recon, images) + quant_loss
         optimizer.zero_grad(set_to_none=True)
@@ -237,12 +238,15 @@ def tokenizer_step(
     return step, vqgan
 
 
-def bench_tokenizer(batch: int, repeat: int) -> dict[str, dict[str, float]]:
+def bench_tokenizer(batch: int, repeat: int, compile: bool) -> dict[str, dict[str, float]]:
     rows: dict[str, dict[str, float]] = {}
-    for layout in ("nchw", "channels_last"):
+    layouts = ("nchw", "channels_last") + (("nchw_compiled",) if compile else ())
+    for layout in layouts:
         for precision in PRECISIONS:
-            step, _ = tokenizer_step(batch, precision, layout == "channels_last")
-            seconds = timed(step, repeat)
+            step, _ = tokenizer_step(
+                batch, precision, layout == "channels_last", compile=layout == "nchw_compiled"
+            )
+            seconds = timed(step, repeat, warmup=3 if layout == "nchw_compiled" else 1)
             rows.setdefault(layout, {})[precision] = batch / seconds
     return rows
 
@@ -425,11 +429,12 @@ def markdown(r: dict) -> str:
                 f"{c['images_per_second'] / fp32['images_per_second']:.2f}x | "
                 f"{share(c['tflops'])} | |"
             )
-    for layout in ("nchw", "channels_last"):
+    for layout in [k for k in ("nchw", "channels_last", "nchw_compiled") if k in r["tokenizer"]]:
         row = r["tokenizer"][layout]
         vs_nchw = row["bf16"] / r["tokenizer"]["nchw"]["32"]
         lines.append(
-            f"| tokenizer train step, local, batch {r['train_batch']}, {layout} | images/s | "
+            f"| tokenizer train step, local, batch {r['train_batch']}, "
+            f"{layout.replace('_compiled', ', torch.compile')} | images/s | "
             f"{row['32']:.1f} | {row['bf16']:.1f} | {ratio(row)} (over fp32 NCHW: "
             f"{vs_nchw:.2f}x) | | >= 2.5x |"
         )
@@ -547,7 +552,7 @@ def main() -> None:
     results["training"] = training
 
     print("tokenizer training ...", flush=True)
-    results["tokenizer"] = bench_tokenizer(args.train_batch, args.repeat)
+    results["tokenizer"] = bench_tokenizer(args.train_batch, args.repeat, args.compile)
     results["tokenizer"]["profile"] = profile_share(
         tokenizer_step(args.train_batch, "bf16", False)[0]
     )
