@@ -72,10 +72,16 @@ OPTION_RUNS = {
     "fp32": ["precision=32"],
     "fp32 seed=1": ["precision=32", "seed=1"],
     "bf16 seed=1": ["seed=1"],
+    "paste_feather=1": ["decoding.paste_feather=1"],
     "paste_feather=2": ["decoding.paste_feather=2"],
+    "paste_feather=3": ["decoding.paste_feather=3"],
+    "paste_feather=2 seed=1": ["decoding.paste_feather=2", "seed=1"],
     "top_k=50": ["decoding.top_k=50"],
+    "top_k=200": ["decoding.top_k=200"],
     "temperature=0.8": ["decoding.temperature=0.8"],
+    "temperature=1.2": ["decoding.temperature=1.2"],
     "choice_temperature=2": ["choice_temperature=2.0"],
+    "choice_temperature=8": ["choice_temperature=8.0"],
 }
 OPTION_LABELS = {f"maskgit cosine T=8 {option}" for option in OPTION_RUNS}
 

@@ -22,6 +22,7 @@ Writes benchmarks/results/speed_<device>.{json,md}.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import platform
 import statistics
@@ -85,22 +86,32 @@ def autocast(precision: str):
 
 
 def bench_peak(repeat: int) -> dict[str, dict[str, float]]:
-    """GFLOP/s of a 2048^2 GEMM and of a 3x3 conv 64->64 on 32x64x64 (forward), per dtype."""
+    """GFLOP/s per dtype of a 2048^2 GEMM and of 3x3 convolutions on 32 images of 64x64:
+    64->64 (the peak) and 32->32 (the tokenizer's full-resolution layers), forward and
+    backward (input and weight gradients), NCHW and channels_last."""
     rows: dict[str, dict[str, float]] = {}
     n = 2048
     for dtype, name in ((torch.float32, "32"), (torch.bfloat16, "bf16")):
         a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
         rows.setdefault("gemm", {})[name] = 2 * n**3 / timed(lambda: a @ b, repeat * 3) / 1e9
-        weight = torch.randn(64, 64, 3, 3, dtype=dtype)
-        flops = 2 * 32 * 64 * 64 * 64 * 64 * 9
-        for layout in ("nchw", "channels_last"):
-            x = torch.randn(32, 64, 64, 64, dtype=dtype)
-            w = weight
-            if layout == "channels_last":
-                x = x.contiguous(memory_format=torch.channels_last)
-                w = weight.contiguous(memory_format=torch.channels_last)
-            seconds = timed(lambda: F.conv2d(x, w, padding=1), repeat * 2)
-            rows.setdefault(f"conv_{layout}", {})[name] = flops / seconds / 1e9
+        for channels, layout in itertools.product((64, 32), ("nchw", "channels_last")):
+            fmt = torch.channels_last if layout == "channels_last" else torch.contiguous_format
+            x = torch.randn(32, channels, 64, 64, dtype=dtype).contiguous(memory_format=fmt)
+            w = torch.randn(channels, channels, 3, 3, dtype=dtype).contiguous(memory_format=fmt)
+            grad = torch.randn_like(x)
+            flops = 2 * 32 * 64 * 64 * channels * channels * 9
+            suffix = "" if channels == 64 else "_32ch"
+
+            def backward() -> object:
+                return torch.ops.aten.convolution_backward(
+                    grad, x, w, None, [1, 1], [1, 1], [1, 1], False, [0, 0], 1,
+                    [True, True, False],
+                )  # fmt: skip
+
+            forward_s = timed(lambda: F.conv2d(x, w, padding=1), repeat * 2)
+            rows.setdefault(f"conv_{layout}{suffix}", {})[name] = flops / forward_s / 1e9
+            backward_s = timed(backward, repeat * 2)
+            rows.setdefault(f"conv_bwd_{layout}{suffix}", {})[name] = 2 * flops / backward_s / 1e9
     return rows
 
 
@@ -390,9 +401,16 @@ def markdown(r: dict) -> str:
         "| what | unit | fp32 | bf16 | bf16 / fp32 | bf16 share of peak | target |",
         "|---|---|---|---|---|---|---|",
     ]
-    names = {"gemm": "GEMM 2048x2048", "conv_nchw": "conv 3x3 64->64, 32x64x64, NCHW, forward",
-             "conv_channels_last": "conv 3x3 64->64, 32x64x64, channels_last, forward"}  # fmt: skip
+    names = {"gemm": "GEMM 2048x2048"}
+    for suffix, channels in (("", 64), ("_32ch", 32)):
+        for layout, layout_name in (("nchw", "NCHW"), ("channels_last", "channels_last")):
+            for kind, pass_name in (("conv", "forward"), ("conv_bwd", "backward")):
+                names[f"{kind}_{layout}{suffix}"] = (
+                    f"conv 3x3 {channels}->{channels}, 32x64x64, {layout_name}, {pass_name}"
+                )
     for key, label in names.items():
+        if key not in r["peak"]:  # results written before this row existed
+            continue
         row = r["peak"][key]
         lines.append(
             f"| {label} | GFLOP/s | {row['32']:.0f} | {row['bf16']:.0f} | {ratio(row)} | "

@@ -75,7 +75,7 @@ class BucketedFID(FrechetInceptionDistance):
         super().__init__(feature=feature, normalize=True, **kwargs)
         if not self.used_custom_model:
             # Same fp32 features (to ~1e-6), and on a CPU the convolutions' fast path:
-            # 1.6x the images/s of NCHW (benchmarks/speed.py, "FID features" row).
+            # 1.4x the images/s of NCHW (benchmarks/speed.py, "FID features" row).
             self.inception.to(memory_format=torch.channels_last)
         self.add_state("fake_features", [], dist_reduce_fx="cat")
         self.add_state("fake_groups", [], dist_reduce_fx="cat")
