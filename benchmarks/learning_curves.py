@@ -4,8 +4,9 @@
 
 Reads benchmarks/results/curves/chunks.json (one entry per training chunk: its stage, the
 metrics.csv Lightning's CSVLogger wrote, its wall minutes and steps) and writes
-benchmarks/results/learning_curves.png: stage 1 val PSNR and stage 2 val FID against the
-CPU hours spent (steps spread evenly over each chunk's wall time).
+benchmarks/results/learning_curves.png: stage 1 val PSNR and reconstruction FID (logged from
+the adversarial chunks on) and stage 2 val FID against the CPU hours spent by that stage
+(steps spread evenly over each chunk's wall time).
 """
 
 from __future__ import annotations
@@ -20,12 +21,15 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
 CURVES = Path(__file__).resolve().parent / "results" / "curves"
-METRIC = {"tokenizer": ("val/psnr", "val PSNR (dB, 500 val photos)"),
-          "maskgit": ("val/fid", "val FID (200 val pairs, cosine T=8)")}  # fmt: skip
+# One panel per (stage, metric column, y label, title).
+PANELS = [
+    ("tokenizer", "val/psnr", "val PSNR (dB, 500 val photos)", "stage 1: tokenizer PSNR"),
+    ("tokenizer", "val/rfid", "val reconstruction FID (500 val photos)", "stage 1: tokenizer FID"),
+    ("maskgit", "val/fid", "val FID (200 val pairs, cosine T=8)", "stage 2: MaskGIT"),
+]
 
 
-def points(chunk: dict, hours_before: float) -> list[tuple[float, float]]:
-    key = METRIC[chunk["stage"]][0]
+def points(chunk: dict, key: str, hours_before: float) -> list[tuple[float, float]]:
     hours_per_step = chunk["wall_minutes"] / 60 / chunk["steps"]
     rows = []
     with open(CURVES / chunk["csv"], newline="") as handle:
@@ -38,17 +42,17 @@ def points(chunk: dict, hours_before: float) -> list[tuple[float, float]]:
 
 def main() -> None:
     chunks = json.loads((CURVES / "chunks.json").read_text())
-    figure, axes = plt.subplots(1, 2, figsize=(10, 4))
-    for axis, stage in zip(axes, ("tokenizer", "maskgit")):
+    figure, axes = plt.subplots(1, len(PANELS), figsize=(15, 4.5))
+    for axis, (stage, key, ylabel, title) in zip(axes, PANELS):
         hours = 0.0
         for chunk in (c for c in chunks if c["stage"] == stage):
-            xy = points(chunk, hours)
+            xy = points(chunk, key, hours)
             if xy:
                 axis.plot(*zip(*xy), marker="o", label=chunk["label"])
             hours += chunk["wall_minutes"] / 60
         axis.set_xlabel("CPU hours (2 cores)")
-        axis.set_ylabel(METRIC[stage][1])
-        axis.set_title({"tokenizer": "stage 1: tokenizer", "maskgit": "stage 2: MaskGIT"}[stage])
+        axis.set_ylabel(ylabel)
+        axis.set_title(title)
         axis.grid(alpha=0.3)
         axis.legend(fontsize=8)
     figure.tight_layout()

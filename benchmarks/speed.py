@@ -2,6 +2,7 @@
 
     python benchmarks/speed.py              # the whole table (about 10 minutes on 2 CPU cores)
     python benchmarks/speed.py --compile    # also torch.compile rows (slow first calls)
+    python benchmarks/speed.py --only peak  # one section again, the others kept from the JSON
 
 One run, one table, run on a quiet machine:
 
@@ -14,7 +15,7 @@ One run, one table, run on a quiet machine:
 - decoding at T=8 with the shipped model (random weights where it is absent), batch 1 and 32;
 - FID's Inception feature pass, NCHW against channels_last, with the FID difference;
 - the quality parity of bf16 against fp32 decoding, read from the ``benchmarks/quality.py``
-  results named ``parity_*`` (see :data:`PARITY_RUNS`).
+  table of the shipped model (:data:`PARITY_FILE`, rows :data:`PARITY_RUNS`).
 
 Writes benchmarks/results/speed_<device>.{json,md}.
 """
@@ -76,6 +77,23 @@ def timed(fn: Callable[[], object], repeat: int, warmup: int = 1) -> float:
         fn()
         times.append(time.perf_counter() - start)
     return statistics.median(times)
+
+
+def timed_interleaved(
+    fns: dict[str, Callable[[], object]], repeat: int, warmup: int = 1
+) -> dict[str, float]:
+    """Median seconds per call of each function, timed in alternating rounds: on a shared
+    machine a slow spell then falls on every variant alike instead of skewing their ratio."""
+    for fn in fns.values():
+        for _ in range(warmup):
+            fn()
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    for _ in range(repeat):
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(t) for name, t in times.items()}
 
 
 def autocast(precision: str):
@@ -250,15 +268,18 @@ def tokenizer_step(
 
 
 def bench_tokenizer(batch: int, repeat: int, compile: bool) -> dict[str, dict[str, float]]:
-    rows: dict[str, dict[str, float]] = {}
     layouts = ("nchw", "channels_last") + (("nchw_compiled",) if compile else ())
-    for layout in layouts:
-        for precision in PRECISIONS:
-            step, _ = tokenizer_step(
-                batch, precision, layout == "channels_last", compile=layout == "nchw_compiled"
-            )
-            seconds = timed(step, repeat, warmup=3 if layout == "nchw_compiled" else 1)
-            rows.setdefault(layout, {})[precision] = batch / seconds
+    steps = {
+        (layout, precision): tokenizer_step(
+            batch, precision, layout == "channels_last", compile=layout == "nchw_compiled"
+        )[0]
+        for layout in layouts
+        for precision in PRECISIONS
+    }
+    seconds = timed_interleaved(steps, repeat, warmup=3 if compile else 1)
+    rows: dict[str, dict[str, float]] = {}
+    for (layout, precision), value in seconds.items():
+        rows.setdefault(layout, {})[precision] = batch / value
     return rows
 
 
@@ -423,6 +444,7 @@ def markdown(r: dict) -> str:
             f"{100 * row['bf16'] / peak:.0f} % | |"
         )
     lab = r["training"]["lab_style"]
+    sizes = r["training"].get("sizes") or r["sizes"]  # top-level in tables before --only
     lines.append(
         f"| transformer train step, small, lab-style (VQGAN encode, manual attention, full "
         f"logits) | images/s | {lab['images_per_second']:.1f} | | | | |"
@@ -434,7 +456,7 @@ def markdown(r: dict) -> str:
         steps = r["training"][size]
         fp32, bf16 = steps["32"], steps["bf16"]
         lines.append(
-            f"| transformer train step, {r['sizes'][size]}, batch {r['train_batch']} | images/s "
+            f"| transformer train step, {sizes[size]}, batch {r['train_batch']} | images/s "
             f"| {fp32['images_per_second']:.1f} | {bf16['images_per_second']:.1f} | "
             f"{bf16['images_per_second'] / fp32['images_per_second']:.2f}x | "
             f"{share(bf16['tflops'])} ({bf16['tflops']:.3f} TFLOP/s; fp32 "
@@ -491,6 +513,10 @@ def markdown(r: dict) -> str:
     ]
     for title, profile in (
         ("Tokenizer bf16 training step (NCHW)", r["tokenizer"].get("profile")),
+        (
+            "Tokenizer bf16 training step (channels_last)",
+            r["tokenizer"].get("profile_channels_last"),
+        ),
         ("Transformer bf16 training step (shipped size)", r["training"].get("profile")),
         ("Decoding in bf16, T=8, batch 32", r["decoding"].get("profile")),
     ):
@@ -528,35 +554,43 @@ def main() -> None:
                              "current parity results")  # fmt: skip
     parser.add_argument("--lab-tokenizer", default="lab", choices=["lab", "small"],
                         help="the VQGAN the lab-style step encodes every batch with")  # fmt: skip
+    parser.add_argument("--only", nargs="+", choices=SECTIONS, metavar="SECTION",
+                        help="measure these sections again and keep the others from the last "
+                             f"run's JSON (sections: {', '.join(SECTIONS)})")  # fmt: skip
     args = parser.parse_args()
-    if args.report:
-        results = json.loads((RESULTS / "speed_cpu.json").read_text())
-        results["parity"] = read_parity()
-        write(results)
-        return
-    torch.manual_seed(0)
-    results: dict = {
-        "device": f"CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)",
-        "torch": torch.__version__,
-        "bf16_units": bf16_units(),
-        "train_batch": args.train_batch,
-    }  # fmt: skip
-    print("peak ...", flush=True)
-    results["peak"] = bench_peak(args.repeat)
+    if args.report or args.only:
+        last = RESULTS / "speed_cpu.json"
+        if not last.is_file():
+            parser.error(f"--report / --only: {last} does not exist; run the whole table first")
+        results = json.loads(last.read_text())
+    else:
+        results = {}
+    if not args.report:
+        torch.manual_seed(0)
+        results |= {
+            "device": f"CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)",
+            "torch": torch.__version__,
+            "bf16_units": bf16_units(),
+            "train_batch": args.train_batch,
+        }  # fmt: skip
+        for section in args.only or SECTIONS:
+            print(f"{section} ...", flush=True)
+            results[section] = MEASURE[section](args)
+    results["parity"] = read_parity()
+    write(results)
 
-    results["attention"] = bench_attention(args.repeat)
 
-    print("transformer training ...", flush=True)
+def measure_training(args) -> dict:
     small, large = transformer_config("small"), transformer_config("small") | LARGE
-    results["sizes"] = {
-        "small": f"shipped ({small['dim']} x {small['n_layers']})",
-        "large": f"{large['dim']} x {large['n_layers']} layers",
-    }
     lab_tokenizer = VQGAN(**tokenizer_config(args.lab_tokenizer)).eval().requires_grad_(False)
     training: dict = {
+        "sizes": {
+            "small": f"shipped ({small['dim']} x {small['n_layers']})",
+            "large": f"{large['dim']} x {large['n_layers']} layers",
+        },
         "lab_style": bench_transformer_step(
             small, args.train_batch, args.repeat, "32", lab_style=True, lab_tokenizer=lab_tokenizer
-        )
+        ),
     }
     for name, config in (("small", small), ("large", large)):
         training[name] = {
@@ -567,26 +601,37 @@ def main() -> None:
                 config, args.train_batch, args.repeat, "bf16", compile=True
             )
     training["profile"] = profile_share(transformer_step(small, args.train_batch, "bf16")[0])
-    results["training"] = training
+    return training
 
-    print("tokenizer training ...", flush=True)
-    results["tokenizer"] = bench_tokenizer(args.train_batch, args.repeat, args.compile)
-    results["tokenizer"]["profile"] = profile_share(
-        tokenizer_step(args.train_batch, "bf16", False)[0]
-    )
 
-    print("decoding ...", flush=True)
+def measure_tokenizer(args) -> dict:
+    rows = bench_tokenizer(args.train_batch, args.repeat, args.compile)
+    rows["profile"] = profile_share(tokenizer_step(args.train_batch, "bf16", False)[0])
+    # Why channels_last loses in the whole step although its convolutions are faster.
+    rows["profile_channels_last"] = profile_share(tokenizer_step(args.train_batch, "bf16", True)[0])
+    return rows
+
+
+def measure_decoding(args) -> dict:
     tokenizer, transformer, model_name = decoding_model()
-    results["decoding"] = {
+    return {
         "model": model_name,
         "compiled": args.compile,
         "rows": bench_decoding(tokenizer, transformer, args.repeat, args.compile),
         "profile": profile_share(lambda: decode_once(tokenizer, transformer, 32, "bf16")),
     }
-    print("FID features ...", flush=True)
-    results["fid_features"] = bench_fid_features(args.fid_images)
-    results["parity"] = read_parity()
-    write(results)
+
+
+# The table's sections, in the order a whole run measures them (the peak first).
+MEASURE: dict[str, Callable[[argparse.Namespace], dict]] = {
+    "peak": lambda args: bench_peak(args.repeat),
+    "attention": lambda args: bench_attention(args.repeat),
+    "training": measure_training,
+    "tokenizer": measure_tokenizer,
+    "decoding": measure_decoding,
+    "fid_features": lambda args: bench_fid_features(args.fid_images),
+}
+SECTIONS = tuple(MEASURE)
 
 
 def write(results: dict) -> None:
