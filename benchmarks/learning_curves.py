@@ -42,7 +42,7 @@ def points(chunk: dict, key: str, hours_before: float) -> list[tuple[float, floa
 
 def main() -> None:
     chunks = json.loads((CURVES / "chunks.json").read_text())
-    figure, axes = plt.subplots(1, len(PANELS), figsize=(15, 4.5))
+    figure, axes = plt.subplots(1, len(PANELS), figsize=(15, 5.5))
     for axis, (stage, key, ylabel, title) in zip(axes, PANELS):
         hours = 0.0
         for chunk in (c for c in chunks if c["stage"] == stage):
@@ -54,7 +54,7 @@ def main() -> None:
         axis.set_ylabel(ylabel)
         axis.set_title(title)
         axis.grid(alpha=0.3)
-        axis.legend(fontsize=8)
+        axis.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.15))
     figure.tight_layout()
     out = CURVES.parent / "learning_curves.png"
     figure.savefig(out, dpi=100)
