@@ -62,10 +62,19 @@ def runs(quick: bool) -> list[tuple[str, list[str]]]:
     specs.append(("maskgit lab-rule decoding T=8", ["decoding=lab", "total_iter=8"]))
     # cosine T=8 with one option changed: precision parity (and the seed's own noise beside
     # it) and the sampling / paste options.
+    # They start from OPTION_BASE, not from the defaults, so a row keeps its meaning when the
+    # defaults change.
     base = ["schedule=cosine", "total_iter=8"]
-    for option in OPTION_RUNS:
-        specs.append((f"maskgit cosine T=8 {option}", base + OPTION_RUNS[option]))
+    for option, overrides in OPTION_RUNS.items():
+        changed = {override.split("=")[0] for override in overrides}
+        fixed = [f"{key}={value}" for key, value in OPTION_BASE.items() if key not in changed]
+        specs.append((f"maskgit cosine T=8 {option}", base + fixed + overrides))
     return specs
+
+
+# The decoding the option rows change one thing of: a hard paste, sampling from every code
+# (the defaults until paste_feather and top_k were chosen on the 1,000 val pairs).
+OPTION_BASE = {"decoding.paste_feather": "0", "decoding.top_k": "null"}
 
 
 OPTION_RUNS = {
@@ -82,6 +91,8 @@ OPTION_RUNS = {
     "temperature=1.2": ["decoding.temperature=1.2"],
     "choice_temperature=2": ["choice_temperature=2.0"],
     "choice_temperature=8": ["choice_temperature=8.0"],
+    # The best paste and the best sampling option together.
+    "paste_feather=2 top_k=50": ["decoding.paste_feather=2", "decoding.top_k=50"],
 }
 OPTION_LABELS = {f"maskgit cosine T=8 {option}" for option in OPTION_RUNS}
 
