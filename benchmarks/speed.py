@@ -69,14 +69,7 @@ PREVIOUS = {"train_small_fp32": 5.2, "decode_b1_fp32": 4.7, "decode_b32_fp32": 5
 
 def timed(fn: Callable[[], object], repeat: int, warmup: int = 1) -> float:
     """Median seconds per call."""
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    return timed_interleaved({"fn": fn}, repeat, warmup)["fn"]
 
 
 def timed_interleaved(
@@ -94,6 +87,14 @@ def timed_interleaved(
             fn()
             times[name].append(time.perf_counter() - start)
     return {name: statistics.median(t) for name, t in times.items()}
+
+
+def precision_variants(compile: bool) -> dict[str, dict]:
+    """The variants a row compares: fp32 and bf16 eager, and bf16 compiled with ``compile``."""
+    variants: dict[str, dict] = {p: {"precision": p} for p in PRECISIONS}
+    if compile:
+        variants["compiled_bf16"] = {"precision": "bf16", "compile": True}
+    return variants
 
 
 def autocast(precision: str):
@@ -339,9 +340,7 @@ def bench_decoding(
 ) -> dict[int, dict[str, float]]:
     """Inpainted images/s at T=8 over a centre hole (25 % of the pixels, 64 tokens), fp32 and
     bf16 (and bf16 with torch.compile), timed in alternating rounds."""
-    variants = {p: {"precision": p} for p in PRECISIONS}
-    if compile:
-        variants["compiled_bf16"] = {"precision": "bf16", "compile": True}
+    variants = precision_variants(compile)
     rows: dict[int, dict[str, float]] = {}
     for batch in (1, 32):
         images, mask = centre_hole_batch(batch)
@@ -461,7 +460,7 @@ def markdown(r: dict) -> str:
             f"{100 * row['bf16'] / peak:.0f} % | |"
         )
     lab = r["training"]["lab_style"]
-    sizes = r["training"].get("sizes") or r["sizes"]  # top-level in tables before --only
+    sizes = r["training"]["sizes"]
     lines.append(
         f"| transformer train step, small, lab-style (VQGAN encode, manual attention, full "
         f"logits) | images/s | {lab['images_per_second']:.1f} | | | | |"
@@ -613,9 +612,7 @@ def measure_training(args) -> dict:
         },
         "lab_style": lab_row,
     }
-    variants = {p: {"precision": p} for p in PRECISIONS}
-    if args.compile:
-        variants["compiled_bf16"] = {"precision": "bf16", "compile": True}
+    variants = precision_variants(args.compile)
     for name, config in (("small", small), ("large", large)):
         training[name] = bench_transformer_steps(config, args.train_batch, args.repeat, variants)
     training["profile"] = profile_share(transformer_step(small, args.train_batch, "bf16")[0])
