@@ -19,7 +19,7 @@ from PIL import Image
 from maskgit.checkpoints import MASKGIT_FORMAT, read_checkpoint
 from maskgit.data.images import list_images, load_image, load_mask
 from maskgit.inpainting import feathered_weight
-from maskgit.loading import export_maskgit
+from maskgit.loading import export_maskgit, load_maskgit
 from maskgit.metrics.inpainting import area_bucket, bucket_name
 from maskgit.modules.maskgit import MaskGitModule
 
@@ -64,6 +64,17 @@ def ckpt(tiny_tokenizer_path, tmp_path_factory) -> Path:
     assert data["format"] == MASKGIT_FORMAT
     assert data["tokenizer"]["path"] == "tokenizer.pt"  # relative: shipped side by side
     return out
+
+
+def test_an_export_to_another_folder_records_a_relative_path_that_loads(ckpt, tmp_path):
+    tokenizer = ckpt.parent / "tokenizer.pt"
+    out = export_maskgit(
+        ckpt.parent / "last.ckpt", tmp_path / "elsewhere" / "maskgit.pt", tokenizer
+    )
+    recorded = read_checkpoint(out)["tokenizer"]["path"]
+    assert recorded.startswith("..") and (out.parent / recorded).resolve() == tokenizer.resolve()
+    module = load_maskgit(out)
+    assert Path(module.hparams.tokenizer_ckpt).resolve() == tokenizer.resolve()
 
 
 def run_evaluate(

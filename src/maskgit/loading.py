@@ -9,6 +9,7 @@ the project's ``checkpoints/`` (a path the user gives is used as given, never re
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from maskgit.checkpoints import (
@@ -87,10 +88,11 @@ def tokenizer_of(path: str | Path) -> VQGAN:
 
 def export_maskgit(checkpoint: str | Path, out: str | Path, tokenizer_file: str | Path) -> Path:
     """A Lightning checkpoint -> compact fp16 file that records ``tokenizer_file`` by a path
-    relative to ``out`` (ship them side by side)."""
+    relative to ``out``'s folder (ship them side by side, or keep their relative places)."""
     module = load_maskgit(checkpoint, str(tokenizer_file))
     out = Path(out)
-    relative = Path(tokenizer_file).resolve().relative_to(out.resolve().parent)
+    # relpath, not Path.relative_to: an export to another folder records "../..." and loads.
+    relative = os.path.relpath(Path(tokenizer_file).resolve(), out.resolve().parent)
     hparams = {k: v for k, v in module.hparams.items() if k != "tokenizer_ckpt"}
     hparams["tokenizer_ckpt"] = str(relative)
     save_atomic(
