@@ -105,6 +105,11 @@ def autocast(precision: str):
     return torch.autocast("cpu", dtype=torch.bfloat16) if precision == "bf16" else nullcontext()
 
 
+# The two memory layouts the table compares, and their names in it.
+FORMATS = {"nchw": torch.contiguous_format, "channels_last": torch.channels_last}
+LAYOUT_NAMES = {"nchw": "NCHW", "channels_last": "channels_last"}
+
+
 # --- peak -------------------------------------------------------------------------------------
 
 
@@ -117,10 +122,12 @@ def bench_peak(repeat: int) -> dict[str, dict[str, float]]:
     for dtype, name in ((torch.float32, "32"), (torch.bfloat16, "bf16")):
         a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
         rows.setdefault("gemm", {})[name] = 2 * n**3 / timed(lambda: a @ b, repeat * 3) / 1e9
-        for channels, layout in itertools.product((64, 32), ("nchw", "channels_last")):
-            fmt = torch.channels_last if layout == "channels_last" else torch.contiguous_format
-            x = torch.randn(32, channels, 64, 64, dtype=dtype).contiguous(memory_format=fmt)
-            w = torch.randn(channels, channels, 3, 3, dtype=dtype).contiguous(memory_format=fmt)
+        for channels, layout in itertools.product((64, 32), FORMATS):
+            x = torch.randn(32, channels, 64, 64, dtype=dtype).contiguous(
+                memory_format=FORMATS[layout]
+            )
+            w = torch.randn(channels, channels, 3, 3, dtype=dtype)
+            w = w.contiguous(memory_format=FORMATS[layout])
             grad = torch.randn_like(x)
             flops = 2 * 32 * 64 * 64 * channels * channels * 9
             suffix = "" if channels == 64 else "_32ch"
@@ -144,9 +151,8 @@ def bench_norm(repeat: int) -> dict[str, dict[str, float]]:
     waits on (see its profile)."""
     rows: dict[str, dict[str, float]] = {}
     for dtype, name in ((torch.float32, "32"), (torch.bfloat16, "bf16")):
-        for layout in ("nchw", "channels_last"):
-            fmt = torch.channels_last if layout == "channels_last" else torch.contiguous_format
-            x = torch.randn(32, 64, 64, 64, dtype=dtype).contiguous(memory_format=fmt)
+        for layout in FORMATS:
+            x = torch.randn(32, 64, 64, 64, dtype=dtype).contiguous(memory_format=FORMATS[layout])
             x.requires_grad_(True)
             grad = torch.randn_like(x)
             norm = nn.GroupNorm(32, 64, eps=1e-6).to(dtype)
@@ -430,13 +436,9 @@ def bench_fid_features(count: int, batch: int = 50) -> dict[str, float] | None:
     real, fake = fid_images(count)
     result: dict[str, float] = {}
     scores = {}
-    for layout in ("nchw", "channels_last"):
+    for layout in FORMATS:
         fid = build_fid(str(FID_WEIGHTS))
-        fid.inception.to(
-            memory_format=torch.channels_last
-            if layout == "channels_last"
-            else torch.contiguous_format
-        )
+        fid.inception.to(memory_format=FORMATS[layout])
         with torch.inference_mode():  # warm-up: one-time costs out of the timing
             fid.inception((real[:batch] * 255).byte())
         start = time.perf_counter()
@@ -485,7 +487,7 @@ def markdown(r: dict) -> str:
     ]
     names = {"gemm": "GEMM 2048x2048"}
     for suffix, channels in (("", 64), ("_32ch", 32)):
-        for layout, layout_name in (("nchw", "NCHW"), ("channels_last", "channels_last")):
+        for layout, layout_name in LAYOUT_NAMES.items():
             for kind, pass_name in (("conv", "forward"), ("conv_bwd", "backward")):
                 names[f"{kind}_{layout}{suffix}"] = (
                     f"conv 3x3 {channels}->{channels}, 32x64x64, {layout_name}, {pass_name}"
@@ -498,7 +500,7 @@ def markdown(r: dict) -> str:
             f"| {label} | GFLOP/s | {row['32']:.0f} | {row['bf16']:.0f} | {ratio(row)} | "
             f"{100 * row['bf16'] / peak:.0f} % | |"
         )
-    for layout, layout_name in (("nchw", "NCHW"), ("channels_last", "channels_last")):
+    for layout, layout_name in LAYOUT_NAMES.items():
         row = r["peak"].get(f"norm_{layout}")
         if row:
             lines.append(

@@ -90,7 +90,8 @@ class IterativeDecoder:
             where the device has bf16 matrix units (``maskgit.precision``) and in fp32
             elsewhere; "32" and "bf16" force one. Tokenizing, confidences, noise and the
             ranking are always fp32.
-        compile: ``torch.compile`` the transformer's blocks for decoding (first call slow).
+        compile: ``torch.compile`` the transformer's blocks for decoding (first call slow),
+            in place: later decoding with that transformer runs compiled too.
     """
 
     def __init__(

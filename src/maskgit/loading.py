@@ -94,7 +94,7 @@ def export_maskgit(checkpoint: str | Path, out: str | Path, tokenizer_file: str 
     # relpath, not Path.relative_to: an export to another folder records "../..." and loads.
     relative = os.path.relpath(Path(tokenizer_file).resolve(), out.resolve().parent)
     hparams = {k: v for k, v in module.hparams.items() if k != "tokenizer_ckpt"}
-    hparams["tokenizer_ckpt"] = str(relative)
+    hparams["tokenizer_ckpt"] = relative
     save_atomic(
         {
             "format": MASKGIT_FORMAT,
@@ -102,7 +102,7 @@ def export_maskgit(checkpoint: str | Path, out: str | Path, tokenizer_file: str 
             "state_dict": {
                 f"transformer.{k}": v for k, v in half_state_dict(module.transformer).items()
             },
-            "tokenizer": {"path": str(relative), "fingerprint": module.tokenizer_fingerprint},
+            "tokenizer": {"path": relative, "fingerprint": module.tokenizer_fingerprint},
         },
         out,
     )
