@@ -143,7 +143,9 @@ def compose_eval(overrides: list[str]):
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--data-root", default=str(ROOT.parent / "shared" / "data" / "cat_faces"))
-    parser.add_argument("--ckpt", default=str(ROOT / "checkpoints" / "maskgit_cats_local.pt"))
+    parser.add_argument(
+        "--ckpt", default=str(ROOT / "checkpoints" / "maskgit_cats_local.safetensors")
+    )
     parser.add_argument(
         "--tokenizer", default=None, help="another tokenizer file (e.g. a fine-tuned decoder)"
     )
@@ -332,7 +334,7 @@ def write_markdown(
         "Command: `python benchmarks/quality.py"
         + (f" --tokenizer {args.tokenizer}" if args.tokenizer else "")
         + (f" --limit {args.limit}" if args.limit else "") + (" --quick" if args.quick else "")
-        + (f" --ckpt {args.ckpt}" if Path(args.ckpt).name != "maskgit_cats_local.pt" else "")
+        + (f" --ckpt {args.ckpt}" if Path(args.ckpt).name != "maskgit_cats_local.safetensors" else "")
         + only + (" --set " + " ".join(args.set) if args.set else "")
         + (" --include " + " ".join(args.include) if args.include else "")
         + (f" --name {args.name}" if args.name != "quality" else "") + "`",

@@ -53,11 +53,11 @@ from maskgit.schedules import cosine
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 SHARED = ROOT.parent / "shared"
-SHIPPED = ROOT / "checkpoints" / "maskgit_cats_local.pt"
+SHIPPED = ROOT / "checkpoints" / "maskgit_cats_local.safetensors"
 FID_WEIGHTS = SHARED / "models" / "inception" / "weights-inception-2015-12-05-6726825d.pth"
 LARGE = {"dim": 512, "n_layers": 8, "hidden_dim": 2048, "num_heads": 8}
 # Rows of benchmarks/quality.py's table on the 1,000 val pairs: cosine T=8, one option
-# changed. Measured on maskgit_cats_local.pt after its chunk 2 (the file keeps that table).
+# changed. Measured on maskgit_cats_local.safetensors after its chunk 2 (the file keeps that table).
 PARITY_FILE = "quality_local_chunk2"
 PARITY_RUNS = {
     "bf16, seed 0": "maskgit cosine T=8",

@@ -12,7 +12,7 @@ from conftest import ROOT, SAMPLE
 import maskgit
 from maskgit import inpaint, load_image, load_mask, load_maskgit, save_image
 
-SHIPPED = ROOT / "checkpoints" / "maskgit_cats.pt"
+SHIPPED = ROOT / "checkpoints" / "maskgit_cats_local.safetensors"
 IMAGE = sorted((SAMPLE / "val").glob("*.jpg"))[0]
 MASK = SAMPLE / "val_masks" / f"{IMAGE.stem}.png"
 

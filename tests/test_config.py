@@ -19,6 +19,7 @@ from conftest import CONF, ROOT, compose_config
 from omegaconf import OmegaConf
 
 from maskgit import hydra_setup
+from maskgit.checkpoints import read_checkpoint
 from maskgit.hydra_setup import single_decoding_names
 from maskgit.sweep import sweep_figure
 
@@ -56,7 +57,8 @@ def test_readme_commands_compose():
     train = compose_config("train", ["trainer.devices=4", "mask=cosine"])
     assert resolved(train, "mask")["_target_"] == "maskgit.schedules.cosine"
     evaluate = compose_config(
-        "evaluate", ["ckpt=checkpoints/maskgit_cats.pt", "schedule=square", "total_iter=20"]
+        "evaluate",
+        ["ckpt=checkpoints/maskgit_cats_local.safetensors", "schedule=square", "total_iter=20"],
     )
     decoder = hydra.utils.instantiate(evaluate.decoding)
     assert decoder.total_iter == 20
@@ -76,9 +78,9 @@ def test_gamma_is_no_option_of_its_own():
 
 
 def test_shipped_size_composes_to_the_checkpoint_architecture():
-    """experiment=maskgit_cats gives the transformer dict checkpoints/maskgit_cats.pt records."""
-    checkpoint = torch.load(ROOT / "checkpoints" / "maskgit_cats.pt", map_location="cpu")
-    cfg = compose_config("train", ["experiment=maskgit_cats"])
+    """experiment=maskgit_cats_local gives the transformer the shipped checkpoint records."""
+    checkpoint = read_checkpoint(ROOT / "checkpoints" / "maskgit_cats_local.safetensors")
+    cfg = compose_config("train", ["experiment=maskgit_cats_local"])
     model = OmegaConf.to_container(cfg.model, resolve=True)
     assert model["_target_"] == "maskgit.modules.maskgit.MaskGitModule"
     assert list(model["transformer"].items()) == list(

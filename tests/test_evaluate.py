@@ -35,9 +35,9 @@ COMMON = [
     "metrics.fid.enabled=false",
     "num_step_grids=2",
 ]
-# evaluate.py's default blend at the hole border: the known pixels it leaves exactly as they are
-# are those more than this many pixels from the hole.
-DEFAULT_FEATHER = yaml.safe_load((CONF / "decoding" / "default.yaml").read_text())["paste_feather"]
+# evaluate.py's compositing (the top-level paste_feather): the known pixels it leaves exactly
+# as they are are those more than this many pixels from the hole (0, the default: all).
+DEFAULT_FEATHER = yaml.safe_load((CONF / "evaluate.yaml").read_text())["paste_feather"]
 
 
 def untouched(mask_file: Path, like: torch.Tensor) -> torch.Tensor:

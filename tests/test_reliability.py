@@ -102,11 +102,11 @@ def test_an_all_known_mask_is_warned_about(tmp_path):
 def test_a_missing_user_tokenizer_path_is_an_error_not_the_shipped_file(tmp_path):
     from maskgit.loading import TokenizerNotFoundError, load_maskgit
 
-    shipped = ROOT / "checkpoints" / "vqgan_cats.pt"
+    shipped = ROOT / "checkpoints" / "vqgan_cats_local.safetensors"
     assert shipped.is_file()  # a file of the same name exists in the shipped folder
     missing = tmp_path / "no" / "such" / "dir" / shipped.name
-    with pytest.raises(TokenizerNotFoundError, match=r"no/such/dir/vqgan_cats\.pt"):
-        load_maskgit(ROOT / "checkpoints" / "maskgit_cats.pt", str(missing))
+    with pytest.raises(TokenizerNotFoundError, match=r"no/such/dir/vqgan_cats_local\.safetensors"):
+        load_maskgit(ROOT / "checkpoints" / "maskgit_cats_local.safetensors", str(missing))
 
 
 # --- one atomic writer, two real processes --------------------------------------------------------

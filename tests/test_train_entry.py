@@ -195,7 +195,7 @@ def test_stage1_tokenizer_fit(data_root, tmp_path):
 
 
 def decoder_finetune(
-    tokenizer: Path, data: Path, tmp: Path, fid: bool, experiment: str = "decoder_cats"
+    tokenizer: Path, data: Path, tmp: Path, fid: bool, experiment: str = "tokenizer_cats_local_gan"
 ) -> list[str]:
     """Overrides for two batches of a decoder fine-tune experiment over the tiny tokenizer."""
     return [
@@ -220,7 +220,7 @@ def decoder_finetune(
     ]
 
 
-@pytest.mark.parametrize("experiment", ["decoder_cats", "tokenizer_cats_local_gan"])
+@pytest.mark.parametrize("experiment", ["tokenizer_cats_local_gan"])
 def test_decoder_finetune_keeps_every_token(experiment, tiny_tokenizer_path, data_root, tmp_path):
     # A decoder fine-tune (patch-GAN with adaptive weight, frozen encoder and codebook) from
     # a trained tokenizer: the decoder moves, no token changes.

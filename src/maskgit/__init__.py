@@ -4,7 +4,7 @@ The Python API (imported on first use, so ``import maskgit`` stays light)::
 
     from maskgit import inpaint, load_maskgit, save_image
 
-    model = load_maskgit("checkpoints/maskgit_cats.pt")
+    model = load_maskgit("checkpoints/maskgit_cats_local.safetensors")
     save_image(inpaint(model, "cat.jpg", "cat_mask.png"), "cat_inpainted.png")
 """
 

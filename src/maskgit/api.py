@@ -2,7 +2,7 @@
 
     from maskgit import inpaint, load_maskgit, save_image
 
-    model = load_maskgit("checkpoints/maskgit_cats.pt")
+    model = load_maskgit("checkpoints/maskgit_cats_local.safetensors")
     image = inpaint(model, "cat.jpg", "cat_mask.png", total_iter=12)  # [3,64,64] in [0,1]
     save_image(image, "cat_inpainted.png")
 

@@ -1,6 +1,11 @@
 """Checkpoint files: reading and writing them (atomically), every format of both stages
 (ours, compact and Lightning, and the lab's raw state_dicts) and strict state-dict fitting.
 
+No file runs code when it is read: ``.safetensors`` files hold tensors and a JSON header
+only, and every pickle-based file (``.pt``, ``.ckpt``, the lab's state_dicts) goes through
+``torch.load(weights_only=True)``, whose unpickler builds tensors and plain containers and
+refuses any other type; the refused type is named in the error.
+
 Every failure names the file and what does not fit: missing, unexpected and mis-shaped keys,
 a truncated file, a checkpoint of the other stage. Finding the tokenizer a MaskGIT checkpoint
 was trained over and building a ready model from it is ``maskgit.loading``'s.
@@ -8,8 +13,10 @@ was trained over and building a ready model from it is ``maskgit.loading``'s.
 
 from __future__ import annotations
 
+import json
 import os
 import pickle
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -17,6 +24,8 @@ from typing import Any
 import lightning as L
 import torch
 from lightning.pytorch.plugins.io import TorchCheckpointIO
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save as safetensors_bytes
 from torch import Tensor, nn
 
 from maskgit.atomic import atomic_write
@@ -39,20 +48,101 @@ class TokenizerNotFoundError(FileNotFoundError):
     checkpoint records) cannot be found."""
 
 
-def read_checkpoint(path: str | Path) -> dict[str, Any]:
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"checkpoint {str(path)!r} does not exist")
+SAFETENSORS_SUFFIX = ".safetensors"
+# Top-level entries of our compact files that are not tensors: JSON in a safetensors header.
+METADATA_KEYS = ("format", "config", "hyper_parameters", "tokenizer", "training")
+
+
+def is_safetensors(path: str | Path) -> bool:
+    """By content, not name: 8 bytes of header length, then the JSON header's ``{``."""
+    with open(path, "rb") as file:
+        head = file.read(9)
+    return len(head) == 9 and head[8:9] == b"{" and not head.startswith(b"PK")
+
+
+def _refused_type(error: Exception) -> str | None:
+    """The global a weights-only unpickler refused (``posix.system``, ``builtins.eval``, ...)."""
+    match = re.search(r"(?:GLOBAL|global) ([\w.]+)", str(error))
+    return match.group(1) if match else None
+
+
+def _read_pickle(path: Path) -> Any:
     try:
-        data = torch.load(path, map_location="cpu", weights_only=False)
-    except (RuntimeError, EOFError, pickle.UnpicklingError, ValueError, OSError) as error:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as error:
+        refused = _refused_type(error)
+        if refused is None:
+            raise CheckpointError(
+                f"{path}: cannot be read as a PyTorch checkpoint (truncated or not a "
+                f"checkpoint): {error}"
+            ) from error
+        raise CheckpointError(
+            f"{path}: refused: it needs {refused} to be unpickled, and checkpoints "
+            "are read with torch.load(weights_only=True), which builds tensors and plain "
+            "containers only (a file that needs more could run code when loaded). Re-save it "
+            "as a state_dict, or export it with python -m maskgit.export"
+        ) from None
+    except (RuntimeError, EOFError, ValueError, OSError) as error:
         raise CheckpointError(
             f"{path}: cannot be read as a PyTorch checkpoint (truncated or not a checkpoint): "
             f"{error}"
         ) from error
+
+
+def _read_safetensors(path: Path) -> dict[str, Any]:
+    """Our compact format in safetensors: tensors under ``state_dict``, every other entry
+    from the header's JSON metadata."""
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as file:
+            metadata = file.metadata() or {}
+            state_dict = {key: file.get_tensor(key) for key in file.keys()}  # noqa: SIM118
+    except (SafetensorError, OSError, ValueError) as error:
+        raise CheckpointError(f"{path}: cannot be read as a safetensors file: {error}") from error
+    data: dict[str, Any] = {"state_dict": state_dict}
+    for key, text in metadata.items():
+        try:
+            data[key] = text if key == "format" else json.loads(text)
+        except json.JSONDecodeError as error:
+            raise CheckpointError(
+                f"{path}: header entry {key!r} is not valid JSON: {error}"
+            ) from error
+    return data
+
+
+def read_checkpoint(path: str | Path) -> dict[str, Any]:
+    """Any checkpoint file as a dict, without running code from it (see the module doc)."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {str(path)!r} does not exist")
+    data = _read_safetensors(path) if is_safetensors(path) else _read_pickle(path)
     if not isinstance(data, Mapping):
         raise CheckpointError(f"{path}: expected a dict checkpoint, got {type(data).__name__}")
     return dict(data)
+
+
+def write_safetensors(data: Mapping[str, Any], path: str | Path) -> Path:
+    """Our compact format as safetensors (atomically): ``data["state_dict"]``'s tensors, and
+    the entries of ``METADATA_KEYS`` as JSON in the header."""
+    metadata = {
+        key: value if key == "format" else json.dumps(value)
+        for key, value in data.items()
+        if key in METADATA_KEYS
+    }
+    other = set(data) - set(METADATA_KEYS) - {"state_dict"}
+    if other:
+        raise ValueError(f"no place for {sorted(other)} in a safetensors file")
+    tensors = {k: v.detach().contiguous() for k, v in data["state_dict"].items()}
+    payload = safetensors_bytes(tensors, metadata=metadata)
+    return atomic_write(path, lambda file: file.write(payload))
+
+
+def save_compact(data: Mapping[str, Any], path: str | Path) -> Path:
+    """An exported model: safetensors for a ``.safetensors`` name, else a weights-only
+    ``torch.save`` of the same plain dict (readable by ``read_checkpoint`` either way)."""
+    if Path(path).suffix == SAFETENSORS_SUFFIX:
+        return write_safetensors(data, path)
+    save_atomic(dict(data), path)
+    return Path(path)
 
 
 def newest_readable_checkpoint(
@@ -206,7 +296,13 @@ def save_atomic(obj: Any, path: str | Path) -> None:
 
 class AtomicCheckpointIO(TorchCheckpointIO):
     """Lightning checkpoint I/O that writes through a temporary file and a rename, so a
-    run killed while saving keeps its previous checkpoint intact."""
+    run killed while saving keeps its previous checkpoint intact, and reads through
+    ``read_checkpoint``, so resuming (``ckpt_path=``) never runs code from the file."""
+
+    def load_checkpoint(
+        self, path: str | Path, map_location: Any | None = None, weights_only: bool | None = None
+    ) -> dict[str, Any]:
+        return read_checkpoint(path)
 
     def save_checkpoint(
         self, checkpoint: dict[str, Any], path: str | Path, storage_options: Any | None = None
@@ -228,12 +324,28 @@ def export_tokenizer(
     data = read_checkpoint(checkpoint)
     config = config or data.get("hyper_parameters", {}).get("vqgan") or data.get("config")
     vqgan = load_tokenizer(checkpoint, config)
-    save_atomic(
+    training = training_record(data, checkpoint)
+    save_compact(
         {"format": TOKENIZER_FORMAT, "config": tokenizer_config(vqgan, config or {}),
-         "state_dict": half_state_dict(vqgan)},
+         "state_dict": half_state_dict(vqgan), **({"training": training} if training else {})},
         out,
     )  # fmt: skip
     return Path(out)
+
+
+def training_record(data: Mapping[str, Any], source: str | Path) -> dict[str, Any] | None:
+    """Where an exported file came from: a Lightning checkpoint's step and epoch, or the
+    record an already exported file carries."""
+    if "training" in data:
+        return dict(data["training"])
+    if "global_step" not in data:
+        return None
+    return {
+        "from": Path(source).name,
+        "global_step": int(data["global_step"]),
+        "epoch": int(data.get("epoch", 0)),
+        "lightning_version": str(data.get("pytorch-lightning_version", "")),
+    }
 
 
 def resolve_path(path: str | Path, *bases: Path, shipped: bool = False) -> Path | None:

@@ -1,14 +1,18 @@
 """The body of evaluate.py: inpaint a test set with one method, write images and metrics.
 
 Runs as ``Trainer.test`` of :class:`InpaintingEvaluator`, so devices, DDP and the progress
-bar are Lightning's. Outputs are named after their inputs (``inpainted/<stem>.png``) and
-written atomically. Each carries the key of what produced it (``maskgit.provenance``): a
+bar are Lightning's. Outputs are named after their inputs (``inpainted/<stem>.png``; with
+``num_seeds=N`` the seeds after the first as ``<stem>_s<k>.png``) and written atomically.
+Every score is the mean over the seeds, with its per-seed values and 95 % intervals
+(``maskgit.metrics.intervals``); ``per_image.safetensors`` keeps what paired comparisons
+of runs need (``maskgit.compare``). Each carries the key of what produced it (``maskgit.provenance``): a
 rerun into the same folder (``resume``) reuses exactly the images whose settings and inputs
 match and inpaints the rest; a rerun with other settings is refused, naming them.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from pathlib import Path
@@ -25,14 +29,28 @@ from torch.utils.data import DataLoader
 from torchvision.utils import make_grid
 
 from maskgit.atomic import remove_stale_temp_files, write_json
-from maskgit.baselines import Inpainter
+from maskgit.baselines import Inpainter, MaskGitInpainter
 from maskgit.data.datamodules import InpaintingDataModule, make_loader
 from maskgit.data.datasets import ImageFolderDataset
 from maskgit.data.images import list_images, load_image, read_png_text, save_image
 from maskgit.hardware import warn_if_cpu_oversubscribed
 from maskgit.inpainting import masked_input
-from maskgit.metrics.fid import WEIGHTS_HINT, BucketedFID, build_fid
-from maskgit.metrics.inpainting import NUM_BUCKETS, InpaintingQuality, area_bucket, bucket_name
+from maskgit.metrics.fid import (
+    NOT_AVAILABLE,
+    WEIGHTS_HINT,
+    BucketedFID,
+    build_fid,
+    kernel_inception_distance,
+)
+from maskgit.metrics.inpainting import (
+    NUM_BUCKETS,
+    SCORES,
+    InpaintingQuality,
+    area_bucket,
+    bucket_name,
+)
+from maskgit.metrics.intervals import bootstrap, percentile_interval, seed_mean_fid, t_interval
+from maskgit.metrics.per_image import PER_IMAGE_FILE, write_per_image
 from maskgit.metrics.real_features import (
     cache_file,
     load_real_statistics,
@@ -49,12 +67,24 @@ from maskgit.provenance import (
     settings_digest,
     weights_digest,
 )
+from maskgit.trajectory_cache import TrajectoryCache
 
 log = logging.getLogger(__name__)
 
 
-def image_path(output_dir: Path, name: str) -> Path:
-    return output_dir / "inpainted" / f"{name}.png"
+def image_path(output_dir: Path, name: str, seed_index: int = 0) -> Path:
+    """The output of the ``seed_index``-th seed: ``<stem>.png`` for the first, then
+    ``<stem>_s<k>.png``."""
+    suffix = f"_s{seed_index}" if seed_index else ""
+    return output_dir / "inpainted" / f"{name}{suffix}.png"
+
+
+def with_intervals(target: dict[str, Any], name: str, values: list[float]) -> None:
+    """``name`` = the mean of the per-seed ``values``, with ``<name>_per_seed`` and the
+    t-interval ``<name>_ci95`` (None under two seeds)."""
+    target[name] = sum(values) / len(values)
+    target[f"{name}_per_seed"] = values
+    target[f"{name}_ci95"] = t_interval(values)
 
 
 class InpaintingEvaluator(L.LightningModule):
@@ -75,8 +105,19 @@ class InpaintingEvaluator(L.LightningModule):
         reference_is_test_set: bool = True,
         run_digest: str = "",
         real_cache: Path | None = None,
+        num_seeds: int = 1,
+        bootstrap: int = 100,
     ) -> None:
         super().__init__()
+        if isinstance(num_seeds, bool) or not isinstance(num_seeds, int) or num_seeds < 1:
+            raise ValueError(f"num_seeds must be an integer >= 1, got {num_seeds!r}")
+        if isinstance(bootstrap, bool) or not isinstance(bootstrap, int) or bootstrap < 0:
+            raise ValueError(
+                f"metrics.bootstrap must be an integer >= 0 (image resamples; 0: none), "
+                f"got {bootstrap!r}"
+            )
+        self.num_seeds = num_seeds
+        self.bootstrap = bootstrap
         self.method = method
         self.output_dir = Path(output_dir)
         self.fid = fid
@@ -113,11 +154,33 @@ class InpaintingEvaluator(L.LightningModule):
             return
         images, pixel_mask, keys = batch["image"], batch["mask"], batch["index"]
         names = list(batch["name"])
-        paths = [image_path(self.output_dir, name) for name in names]
-        output_keys = [
-            output_key(self.run_digest, input_digest(image, mask))
-            for image, mask in zip(images, pixel_mask)
-        ]
+        self.num_without_hole += int((pixel_mask.flatten(1) >= 1).all(1).sum())
+        if self.fid is not None and self.reference_is_test_set and not self.real_cached:
+            self.fid.update(images, real=True, keys=keys)
+        digests = [input_digest(image, mask) for image, mask in zip(images, pixel_mask)]
+        for seed_index in range(self.num_seeds):
+            output = self._inpaint_seed(images, pixel_mask, keys, names, digests, seed_index)
+            if self.fid is not None:
+                self.fid.update(
+                    output, real=False, groups=area_bucket(pixel_mask), keys=keys,
+                    sample=seed_index,
+                )  # fmt: skip
+            self.quality.update(output, images, pixel_mask, keys=keys, sample=seed_index)
+
+    def _inpaint_seed(
+        self,
+        images: Tensor,
+        pixel_mask: Tensor,
+        keys: Tensor,
+        names: list[str],
+        digests: list[str],
+        seed_index: int,
+    ) -> Tensor:
+        """The batch inpainted with seed ``seed + seed_index``: outputs already written by
+        this run's settings are read back, the rest inpainted and written."""
+        paths = [image_path(self.output_dir, name, seed_index) for name in names]
+        run = self.run_digest if seed_index == 0 else f"{self.run_digest}:seed+{seed_index}"
+        output_keys = [output_key(run, digest) for digest in digests]
         written = [read_png_text(path).get(KEY_FIELD) for path in paths]
         # Reuse exactly the outputs made by this run's settings from these very inputs.
         done = torch.tensor(
@@ -127,37 +190,32 @@ class InpaintingEvaluator(L.LightningModule):
         self.num_replaced += sum(
             old is not None and old != new for old, new in zip(written, output_keys)
         )
-        self.num_without_hole += int((pixel_mask.flatten(1) >= 1).all(1).sum())
         output = images.clone()
         if done.any():
             for row in done.nonzero().flatten().tolist():
                 output[row] = load_image(paths[row], images.shape[-1]).to(images.device)
             self.num_reused += int(done.sum())
         todo = (~done).nonzero().flatten()
-        if todo.numel():
-            want_steps = bool((keys[todo] < self.num_step_grids).any())
-            if images.is_cuda:
-                torch.cuda.synchronize()
-            start = time.perf_counter()
-            result = self.method(images[todo], pixel_mask[todo], keys[todo], self.seed, want_steps)
-            if images.is_cuda:
-                torch.cuda.synchronize()
-            self.inpaint_seconds += time.perf_counter() - start
-            self.num_inpainted += todo.numel()
-            # Scored as written (8-bit): a resumed run scores reused images identically.
-            output[todo] = result.images.float().clamp(0, 1).mul(255).round().div(255)
-            for row in todo.tolist():
-                save_image(output[row], paths[row], text={KEY_FIELD: output_keys[row]})
-            if want_steps and result.step_images is not None:
-                todo_names = [names[row] for row in todo.tolist()]
-                self._write_step_grids(
-                    result, images[todo], pixel_mask[todo], keys[todo], todo_names
-                )
-        if self.fid is not None:
-            if self.reference_is_test_set and not self.real_cached:
-                self.fid.update(images, real=True)
-            self.fid.update(output, real=False, groups=area_bucket(pixel_mask))
-        self.quality.update(output, images, pixel_mask)
+        if not todo.numel():
+            return output
+        want_steps = seed_index == 0 and bool((keys[todo] < self.num_step_grids).any())
+        if images.is_cuda:
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        seed = self.seed + seed_index
+        result = self.method(images[todo], pixel_mask[todo], keys[todo], seed, want_steps)
+        if images.is_cuda:
+            torch.cuda.synchronize()
+        self.inpaint_seconds += time.perf_counter() - start
+        self.num_inpainted += todo.numel()
+        # Scored as written (8-bit): a resumed run scores reused images identically.
+        output[todo] = result.images.float().clamp(0, 1).mul(255).round().div(255)
+        for row in todo.tolist():
+            save_image(output[row], paths[row], text={KEY_FIELD: output_keys[row]})
+        if want_steps and result.step_images is not None:
+            todo_names = [names[row] for row in todo.tolist()]
+            self._write_step_grids(result, images[todo], pixel_mask[todo], keys[todo], todo_names)
+        return output
 
     def _write_step_grids(
         self, result, images: Tensor, pixel_mask: Tensor, keys: Tensor, names: list[str]
@@ -178,18 +236,23 @@ class InpaintingEvaluator(L.LightningModule):
             save_image(grid, self.output_dir / "steps" / f"{name}.png")
 
     def on_test_epoch_end(self) -> None:
-        metrics: dict[str, Any] = dict(self.quality.compute())
+        seeds = [self.seed + index for index in range(self.num_seeds)]
+        metrics: dict[str, Any] = {"seeds": seeds}
+        per_seed = self.quality.compute_per_sample()
+        if per_seed:
+            for name in SCORES:
+                with_intervals(metrics, name, [per_seed[i][name] for i in sorted(per_seed)])
         buckets: dict[str, Any] = self.quality.compute_buckets()
+        for entry in buckets.values():
+            for name in SCORES:
+                with_intervals(entry, name, entry.pop(f"{name}_per_sample"))
+        self.features = None
         if self.fid is not None:
-            metrics["fid"] = float(self.fid.compute())
-            if self.real_cache is not None and not self.real_cached:
-                save_real_statistics(self.fid, self.real_cache)
-            note = self.fid.small_sample_note()
-            if note:
-                metrics["fid_note"] = note
-            # FID from MIN_GROUP_FID_IMAGES images on; smaller buckets: "n/a" and the KID.
-            for bucket, scores in self.fid.compute_group_scores().items():
-                buckets.setdefault(bucket_name(bucket), {}).update(scores)
+            self._fid_metrics(metrics, buckets)
+        quality_rows = self.quality.per_image()  # on every rank: it gathers
+        if self.trainer.is_global_zero:
+            path = self.output_dir / PER_IMAGE_FILE
+            write_per_image(path, self.features, quality_rows, seeds)
         seconds = self.trainer.strategy.reduce(
             torch.tensor(self.inpaint_seconds, device=self.device), reduce_op="max"
         )
@@ -209,6 +272,59 @@ class InpaintingEvaluator(L.LightningModule):
             "buckets": {name: buckets[name] for name in order if name in buckets},
         }
 
+    def _fid_metrics(self, metrics: dict[str, Any], buckets: dict[str, Any]) -> None:
+        """FID and KID per seed with their seed intervals, FID's image interval, the same per
+        hole-area bucket, and the per-image file for paired comparisons."""
+        assert self.fid is not None
+        num_real = int(self.fid.real_features_num_samples)
+        num_fake = int(self.fid.fake_features_num_samples) // self.num_seeds
+        if min(num_real, num_fake) < 2:
+            metrics["fid"] = None
+            metrics["fid_note"] = (
+                f"FID skipped: it needs at least two real and two inpainted images, got "
+                f"{num_real} and {num_fake}"
+            )
+            log.warning(metrics["fid_note"])
+            return
+        fid_per_seed = self.fid.compute_per_sample()
+        with_intervals(metrics, "fid", [fid_per_seed[i] for i in sorted(fid_per_seed)])
+        if self.real_cache is not None and not self.real_cached:
+            save_real_statistics(self.fid, self.real_cache)
+        note = self.fid.small_sample_note()
+        if note:
+            metrics["fid_note"] = note
+        real_keys, real, fakes = self.fid.per_image_features()
+        kids = [kernel_inception_distance(real, fake)[0] for _, fake in fakes.values()]
+        if all(kid is not None for kid in kids):
+            with_intervals(metrics, "kid", kids)
+        paired = self.reference_is_test_set and all(
+            torch.equal(keys, real_keys) for keys, _ in fakes.values()
+        )
+        metrics["fid_ci95_images"] = None
+        if self.bootstrap and paired:
+            score = seed_mean_fid(real, [fake for _, fake in fakes.values()])
+            samples = bootstrap(score, real.shape[0], self.bootstrap)
+            metrics["fid_ci95_images"] = percentile_interval(samples)
+        # FID from MIN_GROUP_FID_IMAGES images on; smaller buckets: "n/a" and the KID.
+        per_bucket: dict[str, dict[str, list]] = {}
+        for index in range(self.num_seeds):
+            for bucket, scores in self.fid.compute_group_scores(sample=index).items():
+                entry = per_bucket.setdefault(bucket_name(bucket), {})
+                entry["fid_images"] = scores["fid_images"]
+                for name in ("fid", "kid"):
+                    if name in scores:
+                        entry.setdefault(name, []).append(scores[name])
+        for name, entry in per_bucket.items():
+            target = buckets.setdefault(name, {})
+            target["fid_images"] = entry["fid_images"]
+            for score in ("fid", "kid"):
+                values = entry.get(score)
+                if values and all(isinstance(v, float) for v in values):
+                    with_intervals(target, score, values)
+                elif values:
+                    target[score] = NOT_AVAILABLE if score == "fid" else None
+        self.features = (real_keys, real, fakes)
+
 
 def run_settings(cfg: DictConfig, method: Inpainter) -> dict[str, Any]:
     """Everything that decides the inpainted images, for ``maskgit.provenance``: the method
@@ -226,6 +342,25 @@ def run_settings(cfg: DictConfig, method: Inpainter) -> dict[str, Any]:
         "seed": cfg.seed,
         "image_size": cfg.data.image_size,
     }
+
+
+def trajectory_settings(settings: dict[str, Any]) -> dict[str, Any]:
+    """What decides a decoding trajectory: the run's settings without ``sweet_spot`` (where
+    it stops), the compositing and compilation (what is done with it), and the seed (each
+    trajectory file names its own)."""
+    settings = json.loads(json.dumps(settings))
+    settings.pop("seed", None)
+    decoder = settings.get("method_config", {}).get("decoder", {})
+    for option in ("sweet_spot", "paste", "paste_feather", "compile"):
+        decoder.pop(option, None)
+    return settings
+
+
+def is_multirun() -> bool:
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
 
 
 def claim_run(cfg: DictConfig, method: Inpainter, output_dir: Path, trainer: L.Trainer) -> str:
@@ -280,6 +415,10 @@ def evaluate(cfg: DictConfig) -> float | None:
 
     method: Inpainter = hydra.utils.instantiate(cfg.method)
     run_digest = claim_run(cfg, method, output_dir, trainer)
+    if cfg.get("sweep_cache") and isinstance(method, MaskGitInpainter):
+        key = settings_digest(trajectory_settings(run_settings(cfg, method)))
+        cache = TrajectoryCache(Path(cfg.paths.cache_dir) / "trajectories", key)
+        method.use_trajectories(cache, decode_full=is_multirun())
     fid = None
     if cfg.metrics.fid.enabled:
         fid = build_fid(
@@ -309,6 +448,8 @@ def evaluate(cfg: DictConfig) -> float | None:
         reference_is_test_set=not cfg.get("reference_dir"),
         run_digest=run_digest,
         real_cache=real_cache,
+        num_seeds=cfg.num_seeds,
+        bootstrap=cfg.metrics.bootstrap,
     )
     trainer.test(evaluator, dataloaders=loaders, verbose=False)
 
@@ -319,7 +460,8 @@ def evaluate(cfg: DictConfig) -> float | None:
     results["images"] = [path.stem for path in datamodule.test_set.files]
     if fid is None:
         results["metrics"]["fid"] = None
-        results["fid_note"] = WEIGHTS_HINT
+        if cfg.metrics.fid.enabled:
+            results["fid_note"] = WEIGHTS_HINT
     results["config"] = OmegaConf.to_container(cfg, resolve=True)
     # End to end: loading, inpainting, every metric, FID's real side (cached or not).
     results["metrics"]["wall_seconds"] = time.perf_counter() - start
@@ -335,12 +477,20 @@ def print_summary(results: dict[str, Any], output_dir: Path) -> None:
     def show(value: Any, digits: int = 3) -> str:
         return "n/a" if value is None else f"{value:.{digits}f}"
 
+    def interval(name: str, digits: int = 3, key: str | None = None) -> str:
+        bounds = metrics.get(key or f"{name}_ci95")
+        if not bounds:
+            return ""
+        over = "images" if key else f"{len(metrics['seeds'])} seeds"
+        return f" [{bounds[0]:.{digits}f}, {bounds[1]:.{digits}f}] (95 %, {over})"
+
+    fid_note = results.get("fid_note") or metrics.get("fid_note")
     lines = [
-        f"method: {results['method']}",
-        f"FID: {show(metrics.get('fid'))}"
-        + ("" if metrics.get("fid") is not None else f"  ({WEIGHTS_HINT})")
-        + (f"  (note: {metrics['fid_note']})" if metrics.get("fid_note") else ""),
-        f"masked PSNR: {show(metrics.get('psnr'), 2)} dB   masked SSIM: {show(metrics.get('ssim'))}",
+        f"method: {results['method']}   seeds: {metrics.get('seeds')}",
+        f"FID: {show(metrics.get('fid'))}{interval('fid')}{interval('fid', key='fid_ci95_images')}"
+        + (f"  (note: {fid_note})" if fid_note else ""),
+        f"masked PSNR: {show(metrics.get('psnr'), 2)} dB{interval('psnr', 2)}   "
+        f"masked SSIM: {show(metrics.get('ssim'))}{interval('ssim')}",
         f"images/s: {show(metrics.get('images_per_second'), 1)}   "
         f"wall time: {show(metrics.get('wall_seconds'), 1)} s   "
         f"inpainted: {metrics['num_inpainted']} (replacing {metrics['num_replaced']} made from "

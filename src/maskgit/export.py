@@ -1,8 +1,13 @@
 """Turn training checkpoints into the compact fp16 files that are shipped and evaluated.
 
-    python -m maskgit.export tokenizer logs/checkpoints/tokenizer_cats/last.ckpt checkpoints/vqgan_cats.pt
-    python -m maskgit.export maskgit logs/checkpoints/maskgit_cats/last.ckpt checkpoints/maskgit_cats.pt \
-        --tokenizer checkpoints/vqgan_cats.pt
+    python -m maskgit.export tokenizer logs/checkpoints/tokenizer_cats_local/last.ckpt \
+        checkpoints/vqgan_cats_local.safetensors
+    python -m maskgit.export maskgit logs/checkpoints/maskgit_cats_local/last.ckpt \
+        checkpoints/maskgit_cats_local.safetensors \
+        --tokenizer checkpoints/vqgan_cats_local.safetensors
+
+A name ending in .safetensors writes safetensors (tensors + a JSON header: nothing in it can
+run code when loaded); any other name a weights-only torch.save of the same entries.
 """
 
 from __future__ import annotations

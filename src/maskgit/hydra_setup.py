@@ -8,7 +8,8 @@
   config of the same name (``/gamma/<name>@_here_``): ``mask=`` and ``schedule=`` keep
   working, and a gamma file added to ``conf/gamma/`` is an option of both.
 - :func:`single_decoding_names`: the decoding options ``total_iter``, ``sweet_spot``,
-  ``choice_temperature`` and ``schedule`` are set at the top level; the ``decoding`` group
+  ``choice_temperature``, ``schedule`` and ``paste_feather`` (every method's compositing) are
+  set at the top level; the ``decoding`` group
   takes them by interpolation. ``decoding.<option>=...`` is the old second name: it warns
   once and moves the value to the top level, so the run's config never says two things.
 """
@@ -24,7 +25,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
 GAMMA_GROUP = "gamma"
 GAMMA_MOUNTS = ("mask", "schedule")
-DECODING_OPTIONS = ("total_iter", "sweet_spot", "choice_temperature", "schedule")
+DECODING_OPTIONS = ("total_iter", "sweet_spot", "choice_temperature", "schedule", "paste_feather")
 
 _warned: set[str] = set()
 

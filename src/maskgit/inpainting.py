@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from maskgit.decoding import IterativeDecoder
+from maskgit.decoding import DecodingSteps, IterativeDecoder
 from maskgit.masking import pixel_to_token_mask
 from maskgit.models.transformer import BidirectionalTransformer
 from maskgit.models.vqgan import VQGAN
@@ -89,8 +89,19 @@ def tokenize_fp32(tokenizer: VQGAN, images: Tensor) -> Tensor:
         return tokenizer.tokenize(images.float())
 
 
+@dataclass
+class DecodedTokens:
+    """What decoding decided, before any pixel: the token grid [B,h,w] with every missing
+    token filled, the token mask [B,h,w] (True = was missing) and, when asked for, the
+    per-step states."""
+
+    tokens: Tensor
+    token_mask: Tensor
+    steps: DecodingSteps | None = None
+
+
 @torch.inference_mode()
-def inpaint(
+def decode_tokens(
     tokenizer: VQGAN,
     transformer: BidirectionalTransformer,
     decoder: IterativeDecoder,
@@ -99,9 +110,8 @@ def inpaint(
     keys: Tensor | None = None,
     seed: int = 0,
     return_steps: bool = False,
-) -> InpaintResult:
-    """Inpaint ``images`` [B,3,H,W] in [0,1] where ``pixel_mask`` [B,1,H,W] is 0; the
-    missing pixels of ``images`` are never looked at."""
+) -> DecodedTokens:
+    """Tokenize ``images`` with their holes hidden and decode the missing tokens."""
     check_pixel_mask(images, pixel_mask)
     if decoder.compile:
         transformer.compile_blocks()
@@ -117,13 +127,24 @@ def inpaint(
         seed=seed,
         return_steps=return_steps,
     )
-    filled = filled.view_as(tokens)
+    return DecodedTokens(filled.view_as(tokens), token_mask, steps)
+
+
+@torch.inference_mode()
+def render(
+    tokenizer: VQGAN, decoder: IterativeDecoder, images: Tensor, pixel_mask: Tensor,
+    decoded: DecodedTokens,
+) -> InpaintResult:  # fmt: skip
+    """Decoded tokens -> pixels, pasted into the photo as ``decoder.paste`` /
+    ``paste_feather`` say; the per-step images where ``decoded`` has steps."""
+    tokens = decoded.tokens
     autocast = decoder.autocast(images.device)
     with autocast:
-        decoded = tokenizer.detokenize(filled).float()
+        pixels = tokenizer.detokenize(tokens).float()
     feather = decoder.paste_feather
-    output = paste(images, decoded, pixel_mask, feather) if decoder.paste else decoded
-    result = InpaintResult(images=output, tokens=filled, token_mask=token_mask)
+    output = paste(images, pixels, pixel_mask, feather) if decoder.paste else pixels
+    result = InpaintResult(images=output, tokens=tokens, token_mask=decoded.token_mask)
+    steps = decoded.steps
     if steps is not None:
         result.step_masks = [m.view_as(tokens) for m in steps.masks]
         with autocast:
@@ -132,3 +153,21 @@ def inpaint(
             predictions = [paste(images, p, pixel_mask, feather) for p in predictions]
         result.step_images = predictions
     return result
+
+
+def inpaint(
+    tokenizer: VQGAN,
+    transformer: BidirectionalTransformer,
+    decoder: IterativeDecoder,
+    images: Tensor,
+    pixel_mask: Tensor,
+    keys: Tensor | None = None,
+    seed: int = 0,
+    return_steps: bool = False,
+) -> InpaintResult:
+    """Inpaint ``images`` [B,3,H,W] in [0,1] where ``pixel_mask`` [B,1,H,W] is 0; the
+    missing pixels of ``images`` are never looked at."""
+    decoded = decode_tokens(
+        tokenizer, transformer, decoder, images, pixel_mask, keys, seed, return_steps
+    )
+    return render(tokenizer, decoder, images, pixel_mask, decoded)

@@ -21,7 +21,8 @@ from maskgit.checkpoints import (
     read_checkpoint,
     read_maskgit,
     resolve_path,
-    save_atomic,
+    save_compact,
+    training_record,
 )
 from maskgit.fingerprint import TokenizerMismatchError
 from maskgit.models.vqgan import VQGAN
@@ -87,15 +88,17 @@ def tokenizer_of(path: str | Path) -> VQGAN:
 
 
 def export_maskgit(checkpoint: str | Path, out: str | Path, tokenizer_file: str | Path) -> Path:
-    """A Lightning checkpoint -> compact fp16 file that records ``tokenizer_file`` by a path
-    relative to ``out``'s folder (ship them side by side, or keep their relative places)."""
+    """A Lightning checkpoint (or an older export) -> compact fp16 file, safetensors for a
+    ``.safetensors`` name, that records ``tokenizer_file`` by a path relative to ``out``'s
+    folder (ship them side by side, or keep their relative places)."""
     module = load_maskgit(checkpoint, str(tokenizer_file))
     out = Path(out)
     # relpath, not Path.relative_to: an export to another folder records "../..." and loads.
     relative = os.path.relpath(Path(tokenizer_file).resolve(), out.resolve().parent)
     hparams = {k: v for k, v in module.hparams.items() if k != "tokenizer_ckpt"}
     hparams["tokenizer_ckpt"] = relative
-    save_atomic(
+    training = training_record(read_checkpoint(checkpoint), checkpoint)
+    save_compact(
         {
             "format": MASKGIT_FORMAT,
             "hyper_parameters": hparams,
@@ -103,6 +106,7 @@ def export_maskgit(checkpoint: str | Path, out: str | Path, tokenizer_file: str 
                 f"transformer.{k}": v for k, v in half_state_dict(module.transformer).items()
             },
             "tokenizer": {"path": relative, "fingerprint": module.tokenizer_fingerprint},
+            **({"training": training} if training else {}),
         },
         out,
     )

@@ -16,6 +16,8 @@ from torchmetrics.image.fid import FrechetInceptionDistance
 from torchmetrics.image.kid import poly_mmd
 from torchmetrics.utilities import dim_zero_cat
 
+from maskgit.checkpoints import read_checkpoint
+
 log = logging.getLogger(__name__)
 
 # A hole-area bucket gets an FID only from this many inpainted images on. A bucket FID is
@@ -68,8 +70,10 @@ def frechet_distance(mean_real: Tensor, cov_real: Tensor, fake: Tensor) -> Tenso
 
 class BucketedFID(FrechetInceptionDistance):
     """torchmetrics' FID that also gives the FID of each group of fake images (e.g. hole-area
-    bucket) against all the real ones. Fake features are kept per image (gathered across DDP
-    ranks), which also makes compute() exact and fast through :func:`frechet_distance`."""
+    bucket) against all the real ones, and of each sample (noise seed) of the same images.
+    Fake features are kept per image with the image's key and sample (gathered across DDP
+    ranks), which also makes compute() exact and fast through :func:`frechet_distance`;
+    compute() is the mean over samples."""
 
     def __init__(self, feature: int | nn.Module = 2048, **kwargs) -> None:
         super().__init__(feature=feature, normalize=True, **kwargs)
@@ -79,27 +83,47 @@ class BucketedFID(FrechetInceptionDistance):
             self.inception.to(memory_format=torch.channels_last)
         self.add_state("fake_features", [], dist_reduce_fx="cat")
         self.add_state("fake_groups", [], dist_reduce_fx="cat")
+        self.add_state("fake_keys", [], dist_reduce_fx="cat")
+        self.add_state("fake_samples", [], dist_reduce_fx="cat")
         # Per image too (the FID needs only their sums), for the KID of small groups.
         self.add_state("real_features", [], dist_reduce_fx="cat")
+        self.add_state("real_keys", [], dist_reduce_fx="cat")
         self._warned_small_sample = False
 
     def reset(self) -> None:
         """torchmetrics' reset, which keeps the real statistics when
         ``reset_real_features`` is False; the real features per image are kept with them."""
-        kept = list(self.real_features) if not self.reset_real_features else None
+        kept = (
+            (list(self.real_features), list(self.real_keys))
+            if not self.reset_real_features
+            else None
+        )
         super().reset()
         if kept is not None:
-            self.real_features = kept
+            self.real_features, self.real_keys = kept
 
-    def update(self, imgs: Tensor, real: bool, groups: Tensor | None = None) -> None:
-        """imgs [B,3,H,W] float in [0,1]; groups [B] int ids of the fake images' groups."""
+    def update(
+        self,
+        imgs: Tensor,
+        real: bool,
+        groups: Tensor | None = None,
+        keys: Tensor | None = None,
+        sample: int = 0,
+    ) -> None:
+        """imgs [B,3,H,W] float in [0,1]; groups [B] int ids of the fake images' groups;
+        keys [B] the images' ids (dataset indices), pairing real and fake features; sample:
+        which noise seed of the same images the fake ones are."""
         if not self.used_custom_model:
             imgs = (imgs * 255).byte()
         features = self.inception(imgs).double()
         if features.dim() == 1:
             features = features.unsqueeze(0)
         self.orig_dtype = features.dtype
+        if keys is None:
+            keys = torch.full((features.shape[0],), -1)
+        keys = keys.to(features.device).long()
         if real:
+            self.real_keys.append(keys)
             self.real_features_sum += features.sum(0)
             self.real_features_cov_sum += features.t().mm(features)
             self.real_features_num_samples += imgs.shape[0]
@@ -112,6 +136,8 @@ class BucketedFID(FrechetInceptionDistance):
             groups = torch.full((features.shape[0],), -1)
         self.fake_features.append(features)
         self.fake_groups.append(groups.to(features.device).long())
+        self.fake_keys.append(keys)
+        self.fake_samples.append(torch.full_like(keys, sample))
 
     def _real_statistics(self) -> tuple[Tensor, Tensor]:
         n_real = self.real_features_num_samples
@@ -126,7 +152,11 @@ class BucketedFID(FrechetInceptionDistance):
         features have dimensions (2048 for Inception), the threshold below which the
         covariances are rank-deficient and the FID's upward bias is large."""
         dims = int(self.real_features_sum.numel())
-        n_fake, n_real = int(self.fake_features_num_samples), int(self.real_features_num_samples)
+        n_samples = (
+            max(1, len(dim_zero_cat(self.fake_samples).unique())) if self.fake_samples else 1
+        )
+        n_fake = int(self.fake_features_num_samples) // n_samples
+        n_real = int(self.real_features_num_samples)
         if min(n_fake, n_real) >= dims:
             return None
         return (
@@ -136,29 +166,64 @@ class BucketedFID(FrechetInceptionDistance):
         )
 
     def compute(self) -> Tensor:
+        """The mean over samples of each sample's FID."""
         # torchmetrics syncs the states across ranks before this runs.
-        features = dim_zero_cat(self.fake_features)
+        per_sample = self._per_sample_fid(
+            dim_zero_cat(self.fake_features), dim_zero_cat(self.fake_samples)
+        )
+        return torch.tensor(sum(per_sample.values()) / len(per_sample))
+
+    def compute_per_sample(self) -> dict[int, float]:
+        """Each sample's (noise seed's) FID over all its images."""
+        with self.sync_context(dist_sync_fn=self.dist_sync_fn, should_sync=self._to_sync):
+            features, samples = dim_zero_cat(self.fake_features), dim_zero_cat(self.fake_samples)
+            return self._per_sample_fid(features, samples)
+
+    def _per_sample_fid(self, features: Tensor, samples: Tensor) -> dict[int, float]:
         mean_real, cov_real = self._real_statistics()
         note = self.small_sample_note()
         if note is not None and not self._warned_small_sample:
             self._warned_small_sample = True  # once per metric (not at every validation)
             log.warning(note)
-        return frechet_distance(mean_real, cov_real, features.double()).float()
+        return {
+            int(s): float(frechet_distance(mean_real, cov_real, features[samples == s].double()))
+            for s in samples.unique().tolist()
+        }
+
+    def per_image_features(self) -> tuple[Tensor, Tensor, dict[int, tuple[Tensor, Tensor]]]:
+        """(real keys [n], real features [n,d], {sample: (keys, features)}) gathered from
+        every rank, each sorted by key: the rows that pair images across runs."""
+        with self.sync_context(dist_sync_fn=self.dist_sync_fn, should_sync=self._to_sync):
+            real = dim_zero_cat(self.real_features).float()
+            real_keys = dim_zero_cat(self.real_keys)
+            fake = dim_zero_cat(self.fake_features).float()
+            fake_keys, samples = dim_zero_cat(self.fake_keys), dim_zero_cat(self.fake_samples)
+        order = real_keys.argsort(stable=True)
+        per_sample = {}
+        for sample in samples.unique().tolist():
+            rows = (samples == sample).nonzero().flatten()
+            rows = rows[fake_keys[rows].argsort(stable=True)]
+            per_sample[int(sample)] = (fake_keys[rows].cpu(), fake[rows].cpu())
+        return real_keys[order].cpu(), real[order].cpu(), per_sample
 
     def compute_group_scores(
-        self, min_images: int = MIN_GROUP_FID_IMAGES
+        self, min_images: int = MIN_GROUP_FID_IMAGES, sample: int | None = None
     ) -> dict[int, dict[str, float | int | str | None]]:
         """Per group (e.g. hole-area bucket) of fake images, against all real images: the
         number of images (``fid_images``), the FID where the group has ``min_images`` or more
-        (else "n/a") and, below that, the KID (``kid``, ``kid_std``; None under 2 images)."""
+        (else "n/a") and, below that, the KID (``kid``, ``kid_std``; None under 2 images).
+        ``sample``: of that sample's (noise seed's) images only (None: all)."""
         # Unlike compute(), not synced by torchmetrics: gather every rank's features here.
         with self.sync_context(dist_sync_fn=self.dist_sync_fn, should_sync=self._to_sync):
             features = dim_zero_cat(self.fake_features) if len(self.fake_features) else None
             groups = dim_zero_cat(self.fake_groups) if len(self.fake_groups) else None
+            samples = dim_zero_cat(self.fake_samples) if len(self.fake_samples) else None
             real = dim_zero_cat(self.real_features) if len(self.real_features) else None
             mean_real, cov_real = self._real_statistics()
         if features is None:
             return {}
+        if sample is not None:
+            features, groups = features[samples == sample], groups[samples == sample]
         result: dict[int, dict[str, float | int | str | None]] = {}
         for group in groups.unique().tolist():
             selected = features[groups == group].double()
@@ -191,6 +256,8 @@ def kernel_inception_distance(
     size = min(real.shape[0], fake.shape[0])
     if size < 2:
         return None, None
+    if size == real.shape[0] == fake.shape[0]:
+        subsets = 1  # every "subset" is the whole of both sets: one estimate, std 0
     generator = torch.Generator().manual_seed(seed)
     real, fake = real.double(), fake.double()
     values = []
@@ -219,6 +286,10 @@ def build_fid(
     if path is not None and not path.is_file():
         log.warning("FID weights %s not found; trying torchmetrics' download", path)
         path = None
+    if path is not None:
+        # torch-fidelity unpickles the file in full: read it weights-only first, so a file
+        # that would run code is refused (CheckpointError naming the type) before that.
+        read_checkpoint(path)
     try:
         return BucketedFID(
             feature=feature,

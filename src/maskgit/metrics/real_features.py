@@ -17,7 +17,7 @@ from torchmetrics.utilities import dim_zero_cat
 from maskgit.checkpoints import read_checkpoint, save_atomic
 from maskgit.metrics.fid import BucketedFID
 
-FORMAT = "maskgit.fid_real_features.v1"
+FORMAT = "maskgit.fid_real_features.v2"  # v2: per-image keys, in key order
 
 
 def _file_digest(path: Path, digest: hashlib._Hash) -> None:
@@ -53,16 +53,20 @@ def load_real_statistics(fid: BucketedFID, path: Path) -> None:
     fid.real_features_cov_sum = data["cov_sum"].to(device)
     fid.real_features_num_samples = data["num_samples"].to(device)
     fid.real_features = [data["features"].to(device)]
+    fid.real_keys = [data["keys"].to(device)]
 
 
 def save_real_statistics(fid: BucketedFID, path: Path) -> None:
     """The real statistics of every process (synced), written atomically."""
     with fid.sync_context(dist_sync_fn=fid.dist_sync_fn, should_sync=fid._to_sync):
+        keys = dim_zero_cat(fid.real_keys).detach().cpu()
+        order = keys.argsort(stable=True)
         data = {
             "format": FORMAT,
             "sum": fid.real_features_sum.detach().cpu(),
             "cov_sum": fid.real_features_cov_sum.detach().cpu(),
             "num_samples": torch.as_tensor(fid.real_features_num_samples).detach().cpu(),
-            "features": dim_zero_cat(fid.real_features).detach().cpu(),
+            "features": dim_zero_cat(fid.real_features).detach().cpu()[order],
+            "keys": keys[order],
         }
     save_atomic(data, path)
