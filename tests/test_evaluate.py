@@ -227,12 +227,16 @@ def test_sweep_writes_summary_and_same_seed_repeats(ckpt, first_run, tmp_path):
     with open(sweep / "summary.csv", newline="") as handle:
         rows = list(csv.DictReader(handle))
     assert [row["sweet_spot"] for row in rows] == ["1", "2"]
-    assert [row["job"] for row in rows] == ["0", "1"]
+    assert [row["jobs"] for row in rows] == ["0", "1"]
     assert all(row["method"] == "maskgit" and float(row["psnr"]) > 0 for row in rows)
     assert all(float(row["wall_seconds"]) > 0 for row in rows)  # each job's own end-to-end time
+    # Without FID the verdict is by masked PSNR: one best, the other tied with it or worse.
+    verdicts = sorted(row["verdict"] for row in rows)
+    assert verdicts[0] == "best (psnr)" and verdicts[1] in ("tie with best", "worse")
     table = (sweep / "summary.md").read_text().splitlines()
-    assert table[0].startswith("| job | method |") and "sweet_spot" in table[0]
-    assert len(table) == 4  # header, rule, two jobs
+    header = next(line for line in table if line.startswith("| jobs | method |"))
+    assert "sweet_spot" in header and "verdict" in header
+    assert sum(line.startswith("| 0 |") or line.startswith("| 1 |") for line in table) == 2
     with Image.open(sweep / "summary.png") as plot:
         assert plot.format == "PNG" and plot.size[0] > 100
 

@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from maskgit.metrics.fid import MIN_GROUP_FID_IMAGES
 from maskgit.metrics.intervals import (
     Resampled,
     paired_difference,
@@ -78,7 +79,11 @@ def resampled(run: PerImage, metric: str, num: int) -> Resampled | None:
     """The run's score (mean over its seeds) on all images and on ``num`` image resamples;
     None where the run lacks the metric."""
     if metric == "fid":
+        # Under MIN_GROUP_FID_IMAGES a resample holds too few distinct images for its FID
+        # to mean anything (rank-deficient covariances): no FID verdict.
         if run.real_features is None or not run.fake:
+            return None
+        if run.real_features.shape[0] < MIN_GROUP_FID_IMAGES:
             return None
         score = seed_mean_fid(run.real_features, [f for _, f in run.fake.values()])
         return Resampled.of(score, run.real_features.shape[0], num)
@@ -107,6 +112,12 @@ def compare_runs(
 ) -> tuple[list[MetricComparison], list[str]]:
     a, b = read_per_image(run_a), read_per_image(run_b)
     notes = check_pairable(a, b)
+    few = a.real_features is not None and a.real_features.shape[0] < MIN_GROUP_FID_IMAGES
+    if "fid" in metrics and few:
+        notes.append(
+            f"no FID verdict: {a.real_features.shape[0]} images, fewer than "
+            f"{MIN_GROUP_FID_IMAGES} (a resample's FID would mean little)"
+        )
     rows = []
     for metric in metrics:
         score_a, score_b = resampled(a, metric, num), resampled(b, metric, num)

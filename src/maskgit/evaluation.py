@@ -36,6 +36,7 @@ from maskgit.data.images import list_images, load_image, read_png_text, save_ima
 from maskgit.hardware import warn_if_cpu_oversubscribed
 from maskgit.inpainting import masked_input
 from maskgit.metrics.fid import (
+    MIN_GROUP_FID_IMAGES,
     NOT_AVAILABLE,
     WEIGHTS_HINT,
     BucketedFID,
@@ -301,7 +302,7 @@ class InpaintingEvaluator(L.LightningModule):
             torch.equal(keys, real_keys) for keys, _ in fakes.values()
         )
         metrics["fid_ci95_images"] = None
-        if self.bootstrap and paired:
+        if self.bootstrap and paired and real.shape[0] >= MIN_GROUP_FID_IMAGES:
             score = seed_mean_fid(real, [fake for _, fake in fakes.values()])
             samples = bootstrap(score, real.shape[0], self.bootstrap)
             metrics["fid_ci95_images"] = percentile_interval(samples)
