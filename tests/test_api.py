@@ -56,3 +56,17 @@ def test_importing_the_package_does_not_import_lightning():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
     assert {"load_maskgit", "inpaint", "save_image"} <= set(dir(maskgit))
+
+
+def test_tensor_inputs_of_every_dtype_and_their_ranges(shipped):
+    image, mask = load_image(IMAGE, 64), load_mask(MASK, 64)[0]
+    reference = inpaint(shipped, image, mask, seed=0)
+    as_uint8 = (image * 255).round().byte()
+    assert torch.equal(inpaint(shipped, as_uint8, mask, seed=0), reference)
+    for same_mask in (mask.bool(), mask.byte(), (mask * 255).byte(), mask[None]):
+        assert torch.equal(inpaint(shipped, image, same_mask, seed=0), reference)
+    # A float image in [0, 255] would come back on that scale: refused, saying what to do.
+    with pytest.raises(ValueError, match=r"image: float values must lie in \[0, 1\].*255"):
+        inpaint(shipped, image * 255, mask)
+    with pytest.raises(ValueError, match="image: expected a float tensor"):
+        inpaint(shipped, as_uint8.long(), mask)

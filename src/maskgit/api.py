@@ -56,17 +56,36 @@ def decoder_for(model: MaskGitModule, **options: Any) -> IterativeDecoder:
 
 
 def _as_image(image: str | Path | Tensor, size: int) -> Tensor:
-    if isinstance(image, Tensor):
-        if image.dim() != 3 or image.shape[0] != 3:
-            raise ValueError(f"image: expected a tensor [3,H,W] in [0,1], got {tuple(image.shape)}")
-        return image.float()
-    return load_image(image, size)
+    """A file, or a tensor [3,H,W]: float in [0,1], or uint8 in [0,255] (scaled). A float
+    tensor outside [0,1] (e.g. [0,255]) is an error: the output would be on its scale."""
+    if not isinstance(image, Tensor):
+        return load_image(image, size)
+    if image.dim() != 3 or image.shape[0] != 3:
+        raise ValueError(f"image: expected a tensor [3,H,W] in [0,1], got {tuple(image.shape)}")
+    if image.dtype == torch.uint8:
+        return image.float() / 255.0
+    if not image.is_floating_point():
+        raise ValueError(f"image: expected a float tensor in [0,1] or uint8, got {image.dtype}")
+    low, high = float(image.min()), float(image.max())
+    if low < 0.0 or high > 1.0:
+        raise ValueError(
+            f"image: float values must lie in [0, 1], got [{low:g}, {high:g}] (an image in "
+            "[0, 255] must be divided by 255, or passed as uint8)"
+        )
+    return image.float()
 
 
 def _as_mask(mask: str | Path | Tensor, size: int) -> Tensor:
-    if isinstance(mask, Tensor):
-        return (mask.unsqueeze(0) if mask.dim() == 2 else mask).float()
-    return load_mask(mask, size)
+    """A PNG (white = known), or a tensor [H,W] / [1,H,W], 1 / True = known: bool, float in
+    [0,1], or uint8 0/1 or 0/255."""
+    if not isinstance(mask, Tensor):
+        return load_mask(mask, size)
+    mask = mask.unsqueeze(0) if mask.dim() == 2 else mask
+    if mask.dtype == torch.bool:
+        return mask.float()
+    if mask.dtype == torch.uint8:
+        return mask.float() / (255.0 if int(mask.max()) > 1 else 1.0)
+    return mask.float()
 
 
 def inpaint(

@@ -108,6 +108,7 @@ class InpaintingEvaluator(L.LightningModule):
         real_cache: Path | None = None,
         num_seeds: int = 1,
         bootstrap: int = 100,
+        real_features_ready: bool = False,
     ) -> None:
         super().__init__()
         if isinstance(num_seeds, bool) or not isinstance(num_seeds, int) or num_seeds < 1:
@@ -130,7 +131,8 @@ class InpaintingEvaluator(L.LightningModule):
         self.run_digest = run_digest
         # The real side of FID from a cache file when it exists, else saved there at the end.
         self.real_cache = real_cache
-        self.real_cached = real_cache is not None and real_cache.is_file()
+        # ``real_features_ready``: ``fid`` already holds them (a benchmark sharing one pass).
+        self.real_cached = real_features_ready or (real_cache is not None and real_cache.is_file())
         self.inpaint_seconds = 0.0
         self.num_inpainted = 0
         self.num_reused = 0
@@ -139,7 +141,7 @@ class InpaintingEvaluator(L.LightningModule):
         self.results: dict[str, Any] = {}
 
     def on_test_start(self) -> None:
-        if self.fid is None or not self.real_cached:
+        if self.fid is None or not self.real_cached or self.real_cache is None:
             return
         if self.trainer.is_global_zero:
             load_real_statistics(self.fid, self.real_cache)  # one rank: DDP sums them
