@@ -310,3 +310,14 @@ def test_known_pixels_stay_exact_on_the_shared_photos(ckpt, tmp_path):
         known = np.asarray(Image.open(data / "val_masks" / f"{source.stem}.png").convert("L")) > 127
         output = np.asarray(Image.open(run_dir / "inpainted" / f"{source.stem}.png").convert("RGB"))
         assert np.array_equal(output[known], original[known]), source.name
+
+
+def test_one_image_skips_fid_with_a_note_and_writes_the_rest(ckpt, tmp_path):
+    run_dir = tmp_path / "one"
+    run_evaluate(
+        ckpt, tmp_path / "logs", "data.test_limit=1", "total_iter=2",
+        f"hydra.run.dir={run_dir}", *fid_options(tmp_path),
+    )  # fmt: skip
+    metrics = json.loads((run_dir / "metrics.json").read_text())["metrics"]
+    assert metrics["fid"] is None and "needs at least two" in metrics["fid_note"]
+    assert math.isfinite(metrics["psnr"]) and metrics["num_inpainted"] == 1
