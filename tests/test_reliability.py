@@ -247,3 +247,21 @@ def test_more_cpu_processes_than_cores_are_warned_about():
         warnings.simplefilter("error")
         warn_if_cpu_oversubscribed(1, "cpu", 2)
         warn_if_cpu_oversubscribed(cores + 2, "gpu", 2)
+
+
+def test_two_images_with_one_stem_are_refused_not_silently_overwritten(tmp_path):
+    from maskgit.data.datasets import InpaintingDataset
+    from maskgit.data.masks import FolderMasks
+
+    (tmp_path / "val").mkdir()
+    (tmp_path / "val_masks").mkdir()
+    source = sorted((SAMPLE / "val").iterdir())[:2]
+    for path in source:
+        Image.open(path).save(tmp_path / "val" / path.name)
+        (tmp_path / "val_masks" / f"{path.stem}.png").write_bytes(
+            (SAMPLE / "val_masks" / f"{path.stem}.png").read_bytes()
+        )
+    InpaintingDataset(tmp_path / "val", FolderMasks(tmp_path / "val_masks"), 64)  # pairs up
+    Image.open(source[0]).save(tmp_path / "val" / f"{source[0].stem}.png")  # cat.jpg + cat.png
+    with pytest.raises(ValueError, match=rf"{source[0].stem}\.jpg and {source[0].stem}\.png"):
+        InpaintingDataset(tmp_path / "val", FolderMasks(tmp_path / "val_masks"), 64)

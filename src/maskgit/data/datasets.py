@@ -7,7 +7,7 @@ from pathlib import Path
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from maskgit.data.images import list_images, load_image
+from maskgit.data.images import list_images, load_image, require_unique_stems
 from maskgit.data.masks import MaskSource
 from maskgit.data.sampling import SampleKey, coin_flip, split_key
 
@@ -62,6 +62,7 @@ class InpaintingDataset(Dataset):
     ) -> None:
         self.root = Path(root)
         files = list_images(self.root)
+        require_unique_stems(files, f"image folder {str(self.root)!r}")
         masks.check_pairs([p.stem for p in files])
         self.files = files[:limit] if limit else files
         self.masks = masks

@@ -34,6 +34,22 @@ def list_images(folder: str | Path, what: str = "image folder") -> list[Path]:
     return files
 
 
+def require_unique_stems(files: list[Path], what: str) -> None:
+    """Files named by stem (outputs ``<stem>.png``, masks paired by stem) need one file per
+    stem: ``cat.jpg`` beside ``cat.png`` would silently share one output or one mask."""
+    by_stem: dict[str, list[str]] = {}
+    for path in files:
+        by_stem.setdefault(path.stem, []).append(path.name)
+    clashes = {stem: names for stem, names in by_stem.items() if len(names) > 1}
+    if clashes:
+        shown = "; ".join(" and ".join(names) for names in list(clashes.values())[:5])
+        raise ValueError(
+            f"{what}: {len(clashes)} file name(s) shared by several files ({shown}): images "
+            "and masks pair up, and outputs are named, by the name without its extension. "
+            "Rename or remove one of each"
+        )
+
+
 def _open(path: Path) -> Image.Image:
     try:
         image = Image.open(path)

@@ -14,7 +14,7 @@ import torch
 from PIL import Image, ImageDraw
 from torch import Tensor
 
-from maskgit.data.images import list_images, load_mask
+from maskgit.data.images import list_images, load_mask, require_unique_stems
 
 MaskKind = Literal["boxes", "strokes", "mixed", "half", "center"]
 
@@ -36,7 +36,9 @@ class FolderMasks(MaskSource):
     def __init__(self, root: str | Path, invert: bool = False) -> None:
         self.root = Path(root)
         self.invert = invert
-        self.by_stem = {p.stem: p for p in list_images(self.root, "mask folder")}
+        files = list_images(self.root, "mask folder")
+        require_unique_stems(files, f"mask folder {str(self.root)!r}")
+        self.by_stem = {p.stem: p for p in files}
 
     def check_pairs(self, stems: list[str]) -> None:
         images = set(stems)
