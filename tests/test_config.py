@@ -173,9 +173,10 @@ def test_noise_scale_of_each_rule(rule, expected):
         [f"decoding={rule}", "choice_temperature=4.5", "total_iter=8", "schedule=cosine"],
     )
     decoder = hydra.utils.instantiate(cfg.decoding)
-    assert decoder.noise == ("paper" if rule == "default" else "lab")
+    assert decoder.sampler.noise == ("paper" if rule == "default" else "lab")
     for step, value in expected.items():
-        assert decoder._noise_scale(step) == pytest.approx(value, abs=1e-12), step
+        scale = decoder.sampler.noise_scale(step, 8, decoder.schedule)
+        assert scale == pytest.approx(value, abs=1e-12), step
     # The literals are the formulas' values.
     formula = 4.5 * (1 - math.cos(math.pi / 8)) if rule == "lab" else 4.5 * (1 - 2 / 8)
     assert expected[2] == pytest.approx(formula, abs=1e-15)

@@ -21,6 +21,7 @@ from torch import Tensor
 from maskgit.data.images import load_image, load_mask
 from maskgit.decoding import IterativeDecoder
 from maskgit.modules.maskgit import MaskGitModule
+from maskgit.samplers import make_sampler
 from maskgit.schedules import get_schedule
 
 _DECODER_OPTIONS = [
@@ -52,6 +53,10 @@ def decoder_for(model: MaskGitModule, **options: Any) -> IterativeDecoder:
     settings.update(options)
     if isinstance(settings["schedule"], str):
         settings["schedule"] = get_schedule(settings["schedule"])
+    if isinstance(settings.get("sampler"), str):
+        settings["sampler"] = make_sampler(settings["sampler"])
+    elif "sampler" not in options and {"choice_temperature", "noise"} & set(options):
+        settings["sampler"] = None  # the default sampler, built from those options
     return IterativeDecoder(**settings)
 
 

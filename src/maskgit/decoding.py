@@ -1,10 +1,12 @@
 """Iterative decoding (MaskGIT, Chang et al. 2022) for inpainting.
 
 The missing tokens start as ``[MASK]``; known tokens never change. At step t = 1..T every
-masked token is predicted, and the n_t = floor(gamma(t/T) * n_missing) least confident of
-them are masked again (confidence = log-probability of the chosen token + Gumbel noise
-scaled by ``choice_temperature * (1 - t/T)``). ``sweet_spot`` stops after that many steps,
-filling the remaining masks with the last prediction.
+masked token is predicted, and the n_t = floor(gamma(t/T) * n_missing) lowest-scored of them
+are masked again; the sampler (``maskgit.samplers``) gives the scores (by default the
+confidence: log-probability of the chosen token + Gumbel noise scaled by
+``choice_temperature * (1 - t/T)``). The loop scores known and committed tokens +inf, so no
+sampler can touch them. ``sweet_spot`` stops after that many steps, filling the remaining
+masks with the last prediction.
 
 Random numbers come from a counter-based hash of (seed, image key, step, position): an
 image decodes the same whether it is alone, in a batch, or on another DDP rank.
@@ -21,6 +23,7 @@ import torch
 from torch import Tensor
 
 from maskgit.precision import autocast, check_precision
+from maskgit.samplers import ConfidenceSampler, Sampler, StepState
 from maskgit.schedules import Schedule
 
 LogitsAt = Callable[[Tensor, Tensor], Tensor]
@@ -74,13 +77,17 @@ class IterativeDecoder:
         schedule: gamma(r), the share of the missing tokens still masked after step r*T.
         total_iter: T, the number of steps the schedule is spread over.
         sweet_spot: stop after this many steps (None: run all T).
-        choice_temperature: scale of the Gumbel noise added to the confidences.
+        choice_temperature: scale of the Gumbel noise added to the confidences (of the
+            default sampler, when ``sampler`` is None).
         temperature: softmax temperature of the token predictions.
         top_k: sample among the k most likely tokens only (None: all of them); the
             confidence is still the model's probability. With ``sample=False`` it changes
             nothing.
         sample: sample the predicted tokens (True) or take the argmax.
-        noise: "paper" anneals the noise as (1 - t/T); "lab" scales it by (1 - gamma(t/T)).
+        noise: the default sampler's: "paper" anneals the noise as (1 - t/T); "lab" scales
+            it by (1 - gamma(t/T)).
+        sampler: which still-masked tokens each step commits (``maskgit.samplers``); None:
+            ``ConfidenceSampler(choice_temperature, noise)``.
         token_threshold: a token is missing where more than this share of its pixels is.
         paste: paste the decoded image into the known pixels (False: raw VQGAN output).
         paste_feather: with ``paste``, blend over this many known pixels around the hole
@@ -109,6 +116,7 @@ class IterativeDecoder:
         paste_feather: int = 0,
         precision: Literal["auto", "32", "bf16"] = "auto",
         compile: bool = False,
+        sampler: Sampler | None = None,
     ) -> None:
         if total_iter < 1:
             raise ValueError(f"total_iter must be >= 1, got {total_iter}")
@@ -116,13 +124,7 @@ class IterativeDecoder:
             raise ValueError(
                 f"sweet_spot must be in [1, total_iter={total_iter}], got {sweet_spot}"
             )
-        if noise not in ("paper", "lab"):
-            raise ValueError(f"noise must be 'paper' or 'lab', got {noise!r}")
-        if not choice_temperature >= 0:
-            raise ValueError(
-                f"choice_temperature must be >= 0 (the scale of the Gumbel noise on the "
-                f"confidences), got {choice_temperature}"
-            )
+        default_sampler = ConfidenceSampler(choice_temperature, noise)  # checks both
         if not 0.0 <= token_threshold < 1.0:
             raise ValueError(
                 f"decoding.token_threshold must be in [0, 1) (the share of a token's pixels "
@@ -157,6 +159,7 @@ class IterativeDecoder:
         self.paste_feather = paste_feather
         self.precision = precision
         self.compile = compile
+        self.sampler = sampler if sampler is not None else default_sampler
 
     def autocast(self, device: torch.device) -> AbstractContextManager:
         """The autocast context of the model calls on ``device``: bf16, or autocast off,
@@ -172,13 +175,6 @@ class IterativeDecoder:
         ratio = torch.tensor(step / self.total_iter, dtype=torch.float64)
         gamma = self.schedule(ratio).to(torch.float64)
         return torch.floor(gamma * n_missing.to(torch.float64) + 1e-9).long()
-
-    def _noise_scale(self, step: int) -> float:
-        ratio = step / self.total_iter
-        if self.noise == "lab":
-            gamma = float(self.schedule(torch.tensor(ratio, dtype=torch.float64)))
-            return self.choice_temperature * (1.0 - gamma)
-        return self.choice_temperature * (1.0 - ratio)
 
     @torch.inference_mode()
     def __call__(
@@ -232,8 +228,6 @@ class IterativeDecoder:
                 chosen = (candidates + gumbel(u).to(log_probs.dtype)).argmax(-1)
             else:
                 chosen = log_probs.argmax(-1)
-            confidence = torch.full((batch, num), float("inf"), device=device)
-            confidence[unknown] = log_probs.gather(1, chosen[:, None]).squeeze(1)
             sampled = current.clone()
             sampled[unknown] = chosen
 
@@ -245,12 +239,14 @@ class IterativeDecoder:
                 n_mask = self.masked_after(step, n_missing).to(device)
                 n_mask = torch.minimum(n_mask, n_unknown - 1).clamp_min(0)
                 n_mask = torch.where(n_unknown > 1, n_mask.clamp_min(1), n_mask)
-            scale = self._noise_scale(step)
-            if scale > 0:
-                noise = gumbel(hash_uniform(seed, keys, step, 1, num)).float()
-                confidence = confidence + scale * noise
-            # Re-mask the n_mask least confident of the still-unknown tokens.
-            order = confidence.argsort(dim=1)
+            state = StepState(
+                step=step, total_iter=self.total_iter, gamma=self.schedule, unknown=unknown,
+                log_probs=log_probs, chosen=chosen, keys=keys, seed=seed, uniform=hash_uniform,
+            )  # fmt: skip
+            # Known and committed tokens are +inf whatever the sampler says: never re-masked.
+            scores = self.sampler.scores(state).to(device).masked_fill(~unknown, float("inf"))
+            # Re-mask the n_mask lowest-scored of the still-unknown tokens.
+            order = scores.argsort(dim=1)
             rank = torch.empty_like(order)
             rank.scatter_(1, order, torch.arange(num, device=device).expand(batch, num))
             unknown = rank < n_mask.unsqueeze(1)
