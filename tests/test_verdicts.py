@@ -114,24 +114,30 @@ def test_metrics_hold_per_seed_values_and_intervals(two_seed_run, ckpt, tmp_path
 # --- paired comparisons ---------------------------------------------------------------------------
 
 
-def evaluate_sample(ckpt: Path, tmp_path: Path, name: str, *overrides: str) -> Path:
-    """The tiny model on all 64 sample pairs (enough images for an FID verdict)."""
-    run_dir = tmp_path / name
+def sample_runs(ckpt: Path, tmp_path: Path) -> dict[tuple[str, int], Path]:
+    """The tiny model and the grey floor on all 64 sample pairs (enough images for an FID
+    verdict), seeds 0 and 5: one multirun, {(method, seed): folder}."""
+    sweep = tmp_path / "sweep"
     result = subprocess.run(
-        [sys.executable, "evaluate.py", f"ckpt={ckpt}", "total_iter=2",
-         "data.num_workers=0", "data.eval_batch_size=64", "num_step_grids=0",
-         f"hydra.run.dir={run_dir}", *fid_options(tmp_path), *overrides],
+        [sys.executable, "evaluate.py", "-m", f"ckpt={ckpt}", "total_iter=2",
+         "method=maskgit,masked_input", "seed=0,5", "data.num_workers=0",
+         "data.eval_batch_size=64", "num_step_grids=0", f"hydra.sweep.dir={sweep}",
+         *fid_options(tmp_path)],
         cwd=ROOT, capture_output=True, text=True, timeout=600,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
-    return run_dir
+    runs = {}
+    for metrics in sweep.glob("*/metrics.json"):
+        results = json.loads(metrics.read_text())
+        runs[(results["method"], results["config"]["seed"])] = metrics.parent
+    return runs
 
 
 def test_compare_finds_a_real_difference_and_calls_reruns_indistinguishable(ckpt, tmp_path):
-    first = evaluate_sample(ckpt, tmp_path, "first")
+    runs = sample_runs(ckpt, tmp_path)
+    first = runs[("maskgit", 0)]
     # The same settings with other seeds: only noise differs.
-    other_seeds = evaluate_sample(ckpt, tmp_path, "other_seeds", "seed=5")
-    rows, notes = compare_runs(first, other_seeds, num=30)
+    rows, notes = compare_runs(first, runs[("maskgit", 5)], num=30)
     assert {row.metric: row.verdict for row in rows} == {
         "fid": "indistinguishable", "psnr": "indistinguishable",
         "ssim": "indistinguishable", "l1": "indistinguishable",
@@ -140,7 +146,7 @@ def test_compare_finds_a_real_difference_and_calls_reruns_indistinguishable(ckpt
     # The untrained tiny model against the grey-hole floor: a real difference, found in
     # every metric (its random tokens are far worse by FID, PSNR and L1; a flat grey has the
     # lower masked SSIM).
-    grey = evaluate_sample(ckpt, tmp_path, "grey", "method=masked_input")
+    grey = runs[("masked_input", 0)]
     rows, _ = compare_runs(first, grey, num=30)
     by_metric = {row.metric: row for row in rows}
     assert all(row.verdict != "indistinguishable" for row in rows), by_metric
@@ -201,17 +207,17 @@ def test_a_sweet_spot_sweep_decodes_once_with_the_outputs_of_separate_runs(ckpt,
     )  # fmt: skip
     trajectories = list((cache / "trajectories").rglob("*.safetensors"))
     assert len(trajectories) == LIMIT  # one decoding per image, shared by the three jobs
-    # The later jobs inpainted from the kept trajectories: no transformer call.
-    for job, sweet_spot in ((0, 1), (1, 2), (2, 3)):
-        separate = tmp_path / f"separate{sweet_spot}"
-        run_evaluate(
-            ckpt, tmp_path / "logs", f"sweet_spot={sweet_spot}", "total_iter=3",
-            "sweep_cache=false", f"hydra.run.dir={separate}",
-        )  # fmt: skip
-        assert pixels(sweep / str(job)) == pixels(separate), sweet_spot
-        steps = sorted((separate / "steps").iterdir())
+    # The same sweep without the cache: every job decodes on its own.
+    separate = tmp_path / "separate"
+    run_evaluate(
+        ckpt, tmp_path / "logs", "sweet_spot=1,2,3", "total_iter=3", "sweep_cache=false",
+        f"hydra.sweep.dir={separate}", multirun=True,
+    )  # fmt: skip
+    for job in ("0", "1", "2"):
+        assert pixels(sweep / job) == pixels(separate / job), job
+        steps = sorted((separate / job / "steps").iterdir())
         assert [p.read_bytes() for p in steps] == [
-            (sweep / str(job) / "steps" / p.name).read_bytes() for p in steps
+            (sweep / job / "steps" / p.name).read_bytes() for p in steps
         ]
 
 
