@@ -192,6 +192,17 @@ def test_resume_from_last_without_checkpoints_starts_a_new_run(tmp_path):
 # --- option ranges and CPU processes ------------------------------------------------------------
 
 
+def test_evaluation_options_are_checked_before_anything_is_written(tmp_path):
+    from maskgit.evaluation import evaluate
+
+    for override, message in (("num_seeds=0", r"num_seeds must be an integer >= 1, got 0"),
+                              ("metrics.bootstrap=-1", r"metrics\.bootstrap must be")):  # fmt: skip
+        cfg = compose_config("evaluate", [override, f"output_dir={tmp_path / 'out'}"])
+        with pytest.raises(ValueError, match=message):
+            evaluate(cfg)
+    assert not (tmp_path / "out").exists()
+
+
 @pytest.mark.parametrize(
     ("override", "message"),
     [

@@ -385,8 +385,17 @@ def reference_loader(
     return make_loader(dataset, batch_size, num_workers=0, trainer=trainer)
 
 
+def check_evaluate_options(cfg: DictConfig) -> None:
+    """Errors naming the option before anything is loaded or written."""
+    for option, low in (("num_seeds", 1), ("metrics.bootstrap", 0)):
+        value = OmegaConf.select(cfg, option)
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            raise ValueError(f"{option} must be an integer >= {low}, got {value!r}")
+
+
 def evaluate(cfg: DictConfig) -> float | None:
     start = time.perf_counter()
+    check_evaluate_options(cfg)
     L.seed_everything(cfg.seed, workers=True)
     output_dir = Path(cfg.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
