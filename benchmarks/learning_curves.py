@@ -6,7 +6,8 @@ Reads benchmarks/results/curves/chunks.json (one entry per training chunk: its s
 metrics.csv Lightning's CSVLogger wrote, its wall minutes and steps) and writes
 benchmarks/results/learning_curves.png: stage 1 val PSNR and reconstruction FID (logged from
 the adversarial chunks on) and stage 2 val FID against the CPU hours spent by that stage
-(steps spread evenly over each chunk's wall time).
+(steps spread evenly over each chunk's wall time). A chunk with a ``series`` (a capacity
+candidate) starts its own hours at 0 and is drawn dashed.
 """
 
 from __future__ import annotations
@@ -44,12 +45,16 @@ def main() -> None:
     chunks = json.loads((CURVES / "chunks.json").read_text())
     figure, axes = plt.subplots(1, len(PANELS), figsize=(15, 5.5))
     for axis, (stage, key, ylabel, title) in zip(axes, PANELS):
-        hours = 0.0
+        # Hours add up along each series (the shipped model's chunks; a candidate's own,
+        # from 0): candidates compare with the shipped model at equal CPU hours.
+        hours: dict[str, float] = {}
         for chunk in (c for c in chunks if c["stage"] == stage):
-            xy = points(chunk, key, hours)
+            series = chunk.get("series", stage)
+            xy = points(chunk, key, hours.get(series, 0.0))
             if xy:
-                axis.plot(*zip(*xy), marker="o", label=chunk["label"])
-            hours += chunk["wall_minutes"] / 60
+                axis.plot(*zip(*xy), marker="o", label=chunk["label"],
+                          linestyle="--" if series != stage else "-")  # fmt: skip
+            hours[series] = hours.get(series, 0.0) + chunk["wall_minutes"] / 60
         axis.set_xlabel("CPU hours (2 cores)")
         axis.set_ylabel(ylabel)
         axis.set_title(title)
