@@ -152,9 +152,10 @@ class BucketedFID(FrechetInceptionDistance):
         features have dimensions (2048 for Inception), the threshold below which the
         covariances are rank-deficient and the FID's upward bias is large."""
         dims = int(self.real_features_sum.numel())
-        n_samples = (
-            max(1, len(dim_zero_cat(self.fake_samples).unique())) if self.fake_samples else 1
-        )
+        # A list of tensors before a DDP sync, one tensor after it.
+        samples = self.fake_samples
+        present = isinstance(samples, Tensor) or len(samples) > 0
+        n_samples = max(1, len(dim_zero_cat(samples).unique())) if present else 1
         n_fake = int(self.fake_features_num_samples) // n_samples
         n_real = int(self.real_features_num_samples)
         if min(n_fake, n_real) >= dims:

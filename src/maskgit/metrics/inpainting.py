@@ -83,7 +83,10 @@ class InpaintingQuality(Metric):
         """{sample: {psnr, ssim, l1, missing, keys}} per image, sorted by key, gathered from
         every rank."""
         with self.sync_context(dist_sync_fn=self.dist_sync_fn, should_sync=self._to_sync):
-            values = self._values()
+            return self._by_sample(self._values())
+
+    @staticmethod
+    def _by_sample(values: dict[str, Tensor]) -> dict[int, dict[str, Tensor]]:
         table = {}
         for sample in values["sample"].unique().tolist():
             rows = (values["sample"] == sample).nonzero().flatten()
@@ -93,9 +96,18 @@ class InpaintingQuality(Metric):
             }
         return table
 
+    @staticmethod
+    def _means(per_image: dict[int, dict[str, Tensor]]) -> dict[int, dict[str, float]]:
+        return {
+            sample: {name: float(rows[name].mean()) for name in SCORES}
+            for sample, rows in per_image.items()
+            if rows["psnr"].numel()
+        }
+
     def compute(self) -> dict[str, float]:
         """Each score's mean over images, averaged over samples."""
-        per_sample = self.compute_per_sample()
+        # torchmetrics has synced the states across ranks before compute() runs.
+        per_sample = self._means(self._by_sample(self._values()))
         if not per_sample:
             return {}
         return {
@@ -104,11 +116,7 @@ class InpaintingQuality(Metric):
         }
 
     def compute_per_sample(self) -> dict[int, dict[str, float]]:
-        return {
-            sample: {name: float(rows[name].mean()) for name in SCORES}
-            for sample, rows in self.per_image().items()
-            if rows["psnr"].numel()
-        }
+        return self._means(self.per_image())
 
     def compute_buckets(self) -> dict[str, dict[str, Any]]:
         """Per hole-area bucket: its image count, and each score's mean over samples with
