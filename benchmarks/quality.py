@@ -201,7 +201,10 @@ def main() -> None:
         # The image interval from the same resamples the paired verdicts use (computed once).
         scores[label] = {m: resampled(read_per_image(output_dir), m, args.bootstrap)
                          for m in ("fid", "psnr", "ssim")}  # fmt: skip
-        metrics["fid_ci95_images"] = percentile_interval(scores[label]["fid"].replicates)
+        resampled_fid = scores[label]["fid"]
+        metrics["fid_ci95_images"] = percentile_interval(
+            resampled_fid.replicates, resampled_fid.value
+        )
         row = {"run": label, "overrides": overrides, "dir": str(output_dir), **metrics,
                "wall_seconds": wall, **large_hole_fid(output_dir)}  # fmt: skip
         table.append(row)

@@ -307,7 +307,7 @@ class InpaintingEvaluator(L.LightningModule):
         if self.bootstrap and paired and real.shape[0] >= MIN_GROUP_FID_IMAGES:
             score = seed_mean_fid(real, [fake for _, fake in fakes.values()])
             samples = bootstrap(score, real.shape[0], self.bootstrap)
-            metrics["fid_ci95_images"] = percentile_interval(samples)
+            metrics["fid_ci95_images"] = percentile_interval(samples, metrics["fid"])
         # FID from MIN_GROUP_FID_IMAGES images on; smaller buckets: "n/a" and the KID.
         per_bucket: dict[str, dict[str, list]] = {}
         for index in range(self.num_seeds):
