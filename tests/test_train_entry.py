@@ -269,7 +269,8 @@ def test_decoder_finetune_logs_reconstruction_fid(tiny_tokenizer_path, data_root
     rows = (out / "csv" / "version_0" / "metrics.csv").read_text().splitlines()
     column = rows[0].split(",").index("val/rfid")
     values = [float(row.split(",")[column]) for row in rows[1:] if row.split(",")[column]]
-    assert len(values) == 1 and values[0] > 0
+    # One value per validation (tokenizer_cats_local_gan validates twice an epoch).
+    assert values and all(value > 0 for value in values)
 
 
 # --- configuration -----------------------------------------------------------------------
