@@ -68,7 +68,7 @@ from maskgit.provenance import (
     settings_digest,
     weights_digest,
 )
-from maskgit.trajectory_cache import TrajectoryCache
+from maskgit.trajectory_cache import TRAJECTORY_VERSION, TrajectoryCache
 
 log = logging.getLogger(__name__)
 
@@ -356,6 +356,7 @@ def trajectory_settings(settings: dict[str, Any]) -> dict[str, Any]:
     decoder = settings.get("method_config", {}).get("decoder", {})
     for option in ("sweet_spot", "paste", "paste_feather", "compile"):
         decoder.pop(option, None)
+    settings["trajectory_version"] = TRAJECTORY_VERSION
     return settings
 
 

@@ -81,6 +81,11 @@ def batch_steps(trajectories: list[Trajectory], sweet_spot: int | None) -> Decod
     return steps
 
 
+# Part of every cache key: bump it whenever decoding's arithmetic changes, so trajectories
+# written by an older loop or sampler are never read back.
+TRAJECTORY_VERSION = 1
+
+
 class TrajectoryCache:
     """Per-image trajectories under ``folder/<settings_digest>``."""
 
