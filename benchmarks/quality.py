@@ -275,8 +275,7 @@ def write(
     """benchmarks/results/<name>.json and .md; rewritten after every run, so a stopped
     benchmark keeps the rows it measured."""
     RESULTS.mkdir(parents=True, exist_ok=True)
-    arguments = {k: v for k, v in vars(args).items()}
-    data = {"images": n_images, "arguments": arguments, "tokenizer": tokenizer,
+    data = {"images": n_images, "arguments": dict(vars(args)), "tokenizer": tokenizer,
             "runs": [{k: v for k, v in r.items() if k != "dir"} for r in table],
             "decisions": decisions}  # fmt: skip
     (RESULTS / f"{args.name}.json").write_text(json.dumps(data, indent=2))
