@@ -47,8 +47,8 @@ def test_decoding_options_override_the_models_settings(shipped):
     assert short.shape == (3, 64, 64)
     with pytest.raises(TypeError, match="unknown decoding option"):
         inpaint(shipped, IMAGE, MASK, total_iters=2)
-    with pytest.raises(ValueError, match="64x64"):
-        inpaint(shipped, torch.zeros(3, 32, 32), torch.ones(32, 32))
+    with pytest.raises(ValueError, match=r"mask is 32x32, expected 48x40 \(the photo's size\)"):
+        inpaint(shipped, torch.zeros(3, 40, 48), torch.ones(32, 32))
 
 
 def test_importing_the_package_does_not_import_lightning():

@@ -33,7 +33,14 @@ def transformer() -> BidirectionalTransformer:
 
 def decode(transformer, tokens, mask, sampler=None, seed=0, steps=False, **settings):
     decoder = IterativeDecoder(
-        **{"schedule": cosine, "total_iter": 6, "sampler": sampler, "precision": "32", **settings}
+        **{
+            "schedule": cosine,
+            "total_iter": 6,
+            "sampler": sampler,
+            "precision": "32",
+            "top_k": None,
+            **settings,
+        }
     )
     return decoder(
         transformer.logits_at, tokens, mask, transformer.mask_token_id, None, seed, steps

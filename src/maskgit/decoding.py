@@ -43,11 +43,18 @@ def _hash32(x: Tensor) -> Tensor:
 
 
 def hash_uniform(
-    seed: int, keys: Tensor, step: int, stream: int, width: int, positions: Tensor | None = None
+    seed: int | Tensor,
+    keys: Tensor,
+    step: int,
+    stream: int,
+    width: int,
+    positions: Tensor | None = None,
 ) -> Tensor:
     """Uniform(0,1) noise [M, width] that depends only on
-    (seed, key, step, stream, position, column): keys [M], positions [M] (default 0)."""
-    base = _hash32(torch.full_like(keys, seed & _MASK32) + 0x9E3779B9 * (stream + 1))
+    (seed, key, step, stream, position, column): keys [M], positions [M] (default 0), seed
+    one int or [M] (a seed per row)."""
+    seeds = seed.to(keys) if isinstance(seed, Tensor) else torch.full_like(keys, seed)
+    base = _hash32((seeds & _MASK32) + 0x9E3779B9 * (stream + 1))
     base = _hash32(base ^ _hash32(keys & _MASK32))
     base = _hash32(base + step * 0x85EBCA6B)
     if positions is not None:
@@ -82,7 +89,8 @@ class IterativeDecoder:
         temperature: softmax temperature of the token predictions.
         top_k: sample among the k most likely tokens only (None: all of them); the
             confidence is still the model's probability. With ``sample=False`` it changes
-            nothing.
+            nothing. These defaults are the project's, shared by evaluate.py
+            (``conf/decoding/default.yaml``, pinned by a test), the API and the apps.
         sample: sample the predicted tokens (True) or take the argmax.
         noise: the default sampler's: "paper" anneals the noise as (1 - t/T); "lab" scales
             it by (1 - gamma(t/T)).
@@ -108,7 +116,7 @@ class IterativeDecoder:
         sweet_spot: int | None = None,
         choice_temperature: float = 4.5,
         temperature: float = 1.0,
-        top_k: int | None = None,
+        top_k: int | None = 50,
         sample: bool = True,
         noise: Literal["paper", "lab"] = "paper",
         token_threshold: float = 0.0,
@@ -184,7 +192,7 @@ class IterativeDecoder:
         token_mask: Tensor,
         mask_token_id: int,
         keys: Tensor | None = None,
-        seed: int = 0,
+        seed: int | Tensor = 0,
         return_steps: bool = False,
     ) -> tuple[Tensor, DecodingSteps | None]:
         """Fill the masked tokens.
@@ -194,12 +202,19 @@ class IterativeDecoder:
             tokens: [B,N] token ids of the image (values under the mask are ignored).
             token_mask: [B,N] bool, True = missing.
             keys: [B] int ids of the images (dataset indices) that key the random numbers.
+            seed: the noise seed, or [B] seeds: a row decodes as it would alone with its
+                seed, so K copies of an image with seeds s..s+K-1 are K fills in one batch.
         Returns:
             tokens [B,N] with every missing token filled, and the per-step states if asked.
         """
         batch, num = tokens.shape
         device = tokens.device
         keys = torch.arange(batch, device=device) if keys is None else keys.to(device).long()
+        seeds = (
+            seed.to(device).long().expand(batch)
+            if isinstance(seed, Tensor)
+            else torch.full((batch,), seed, device=device, dtype=torch.long)
+        )
         n_missing = token_mask.sum(1)
         unknown = token_mask.clone()
         current = tokens.masked_fill(unknown, mask_token_id)
@@ -217,7 +232,7 @@ class IterativeDecoder:
             log_probs = torch.log_softmax(logits, dim=-1)
             if self.sample:  # Gumbel-max: a categorical sample from the hashed noise
                 rows, cols = unknown.nonzero().unbind(1)
-                u = hash_uniform(seed, keys[rows], step, 0, logits.shape[-1], cols)
+                u = hash_uniform(seeds[rows], keys[rows], step, 0, logits.shape[-1], cols)
                 candidates = log_probs
                 if self.top_k is not None and self.top_k < logits.shape[-1]:
                     # Only the sampling is restricted (to exactly k codes, ties broken by
@@ -241,7 +256,7 @@ class IterativeDecoder:
                 n_mask = torch.where(n_unknown > 1, n_mask.clamp_min(1), n_mask)
             state = StepState(
                 step=step, total_iter=self.total_iter, gamma=self.schedule, unknown=unknown,
-                log_probs=log_probs, chosen=chosen, keys=keys, seed=seed, uniform=hash_uniform,
+                log_probs=log_probs, chosen=chosen, keys=keys, seed=seeds, uniform=hash_uniform,
             )  # fmt: skip
             # Known and committed tokens are +inf whatever the sampler says: never re-masked.
             scores = self.sampler.scores(state).to(device).masked_fill(~unknown, float("inf"))

@@ -21,12 +21,10 @@ from typing import Any
 import hydra
 import lightning as L
 import torch
-import torch.nn.functional as F
 from lightning.pytorch.callbacks import RichProgressBar
 from omegaconf import DictConfig, OmegaConf
 from torch import Tensor
 from torch.utils.data import DataLoader
-from torchvision.utils import make_grid
 
 from maskgit.atomic import remove_stale_temp_files, write_json
 from maskgit.baselines import Inpainter, MaskGitInpainter
@@ -34,7 +32,6 @@ from maskgit.data.datamodules import InpaintingDataModule, make_loader
 from maskgit.data.datasets import ImageFolderDataset
 from maskgit.data.images import list_images, load_image, read_png_text, save_image
 from maskgit.hardware import warn_if_cpu_oversubscribed
-from maskgit.inpainting import masked_input
 from maskgit.metrics.fid import (
     MIN_GROUP_FID_IMAGES,
     NOT_AVAILABLE,
@@ -68,6 +65,7 @@ from maskgit.provenance import (
     settings_digest,
     weights_digest,
 )
+from maskgit.step_pictures import masked_picture, save_picture, step_grid, strip
 from maskgit.trajectory_cache import TRAJECTORY_VERSION, TrajectoryCache
 
 log = logging.getLogger(__name__)
@@ -223,20 +221,22 @@ class InpaintingEvaluator(L.LightningModule):
     def _write_step_grids(
         self, result, images: Tensor, pixel_mask: Tensor, keys: Tensor, names: list[str]
     ) -> None:
-        """One PNG per image (``steps/<stem>.png``). Top row: the latent mask (black =
-        masked) of the input and after each step. Bottom row: the masked input, then the
-        predicted image of each step."""
-        size = images.shape[-1]
+        """Per image: ``steps/<stem>.png``, the labelled step grid (latent mask and predicted
+        image of each step), and ``strips/<stem>.png``, photo | masked | output."""
         for row, (key, name) in enumerate(zip(keys.tolist(), names)):
             if key >= self.num_step_grids:
                 continue
-            masks = torch.stack([m[row] for m in result.step_masks]).float().unsqueeze(1)
-            masks = 1.0 - F.interpolate(masks, size=size, mode="nearest").expand(-1, 3, -1, -1)
-            shown = masked_input(images[row : row + 1], pixel_mask[row : row + 1])
-            predicted = torch.stack([s[row] for s in result.step_images])
-            tiles = torch.cat([masks.to(shown.device), shown, predicted.float()]).cpu()
-            grid = make_grid(tiles, nrow=masks.shape[0], padding=2, pad_value=1.0)
-            save_image(grid, self.output_dir / "steps" / f"{name}.png")
+            image, mask = images[row].float().cpu(), pixel_mask[row].float().cpu()
+            grid = step_grid(
+                image, mask, [m[row].cpu() for m in result.step_masks],
+                [s[row].float().cpu() for s in result.step_images],
+            )  # fmt: skip
+            save_picture(grid, self.output_dir / "steps" / f"{name}.png")
+            output = result.images[row].float().cpu()
+            save_picture(
+                strip(image, masked_picture(image, mask), [output]),
+                self.output_dir / "strips" / f"{name}.png",
+            )
 
     def on_test_epoch_end(self) -> None:
         seeds = [self.seed + index for index in range(self.num_seeds)]

@@ -36,7 +36,7 @@ class StepState:
 
     step: t in 1..T; total_iter: T; gamma: the schedule; unknown [B,N]: still masked;
     log_probs [M,K]: the predictions at the unknown positions (row-major); chosen [M]: the
-    token sampled at each; keys [B]: the images' ids; seed: the decoding seed.
+    token sampled at each; keys [B]: the images' ids; seed [B]: each row's decoding seed.
     """
 
     step: int
@@ -46,7 +46,7 @@ class StepState:
     log_probs: Tensor
     chosen: Tensor
     keys: Tensor
-    seed: int
+    seed: Tensor
     uniform: Callable[..., Tensor]
 
     def per_position(self, values: Tensor) -> Tensor:

@@ -50,7 +50,7 @@ def require_unique_stems(files: list[Path], what: str) -> None:
         )
 
 
-def _open(path: Path) -> Image.Image:
+def open_image(path: Path) -> Image.Image:
     try:
         image = Image.open(path)
         image.load()
@@ -121,7 +121,7 @@ def load_image(path: str | Path, size: int, resize: bool = True) -> Tensor:
     """Image file -> float tensor [3,size,size] in [0,1] (see ``to_rgb`` for the modes);
     other sizes are resized and center-cropped (``resize=False``: an error)."""
     path = Path(path)
-    image = _fit(to_rgb(_open(path), path), size, path, resize, Image.BICUBIC)
+    image = _fit(to_rgb(open_image(path), path), size, path, resize, Image.BICUBIC)
     array = np.asarray(image, dtype=np.uint8)
     return torch.from_numpy(array.copy()).permute(2, 0, 1).float().div_(255.0)
 
@@ -135,7 +135,7 @@ def load_mask(path: str | Path, size: int, invert: bool = False) -> Tensor:
     pixels it has; a mask with no missing pixel gets a warning too.
     """
     path = Path(path)
-    image = to_rgb(_open(path), path).convert("L")
+    image = to_rgb(open_image(path), path).convert("L")
     if image.size != (size, size):
         raise ImageFileError(
             f"{path}: mask is {image.size[0]}x{image.size[1]}, expected {size}x{size} "
