@@ -11,7 +11,7 @@ $(STAMP): pyproject.toml
 	@test -x $(PYTHON) || python3 -m venv $(VENV)
 	$(PYTHON) -m pip install --quiet --upgrade pip
 	$(PYTHON) -m pip install --quiet $(TORCH)
-	$(PYTHON) -m pip install --quiet -e '.[dev,classical]'
+	$(PYTHON) -m pip install --quiet -e '.[dev,classical,app,browser-test]'
 	@touch $(STAMP)
 
 ## Inpaint the shipped sample with the shipped model: images, step grids, metrics.
