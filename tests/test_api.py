@@ -7,7 +7,7 @@ import sys
 
 import pytest
 import torch
-from conftest import ROOT, SAMPLE
+from conftest import ROOT, SAMPLE, compose_config
 
 import maskgit
 from maskgit import inpaint, load_image, load_mask, load_maskgit, save_image
@@ -70,3 +70,20 @@ def test_tensor_inputs_of_every_dtype_and_their_ranges(shipped):
         inpaint(shipped, image * 255, mask)
     with pytest.raises(ValueError, match="image: expected a float tensor"):
         inpaint(shipped, as_uint8.long(), mask)
+
+
+def test_one_set_of_decoding_defaults_for_evaluate_the_api_the_command_and_the_app():
+    import hydra
+
+    from maskgit.api import decoder_for
+
+    cfg = compose_config("evaluate")
+    from_config = hydra.utils.instantiate(cfg.decoding)
+    from_api = decoder_for()
+    for name in ("total_iter", "sweet_spot", "choice_temperature", "temperature", "top_k",
+                 "sample", "token_threshold", "paste", "paste_feather", "precision"):  # fmt: skip
+        assert getattr(from_api, name) == getattr(from_config, name), name
+    ratios = torch.linspace(0, 1, 11)
+    assert torch.allclose(from_api.schedule(ratios), from_config.schedule(ratios))
+    assert type(from_api.sampler) is type(from_config.sampler)
+    assert vars(from_api.sampler) == vars(from_config.sampler)

@@ -22,7 +22,7 @@ import hydra
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import RichProgressBar
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 from torch import Tensor
 from torch.utils.data import DataLoader
 
@@ -32,6 +32,7 @@ from maskgit.data.datamodules import InpaintingDataModule, make_loader
 from maskgit.data.datasets import ImageFolderDataset
 from maskgit.data.images import list_images, load_image, read_png_text, save_image
 from maskgit.hardware import warn_if_cpu_oversubscribed
+from maskgit.metrics.diversity import SampleDiversity
 from maskgit.metrics.fid import (
     MIN_GROUP_FID_IMAGES,
     NOT_AVAILABLE,
@@ -122,6 +123,7 @@ class InpaintingEvaluator(L.LightningModule):
         self.output_dir = Path(output_dir)
         self.fid = fid
         self.quality = InpaintingQuality()
+        self.diversity = SampleDiversity()
         self.seed = seed
         self.num_step_grids = num_step_grids
         self.resume = resume
@@ -159,14 +161,31 @@ class InpaintingEvaluator(L.LightningModule):
         if self.fid is not None and self.reference_is_test_set and not self.real_cached:
             self.fid.update(images, real=True, keys=keys)
         digests = [input_digest(image, mask) for image, mask in zip(images, pixel_mask)]
+        fills = []
         for seed_index in range(self.num_seeds):
             output = self._inpaint_seed(images, pixel_mask, keys, names, digests, seed_index)
+            fills.append(output)
             if self.fid is not None:
                 self.fid.update(
                     output, real=False, groups=area_bucket(pixel_mask), keys=keys,
                     sample=seed_index,
                 )  # fmt: skip
             self.quality.update(output, images, pixel_mask, keys=keys, sample=seed_index)
+        if self.num_seeds > 1:
+            self.diversity.update(torch.stack(fills), pixel_mask)
+            self._write_sample_grids(images, pixel_mask, fills, names)
+
+    def _write_sample_grids(
+        self, images: Tensor, pixel_mask: Tensor, fills: list[Tensor], names: list[str]
+    ) -> None:
+        """``grids/<stem>.png``: photo | masked | the fill of each seed, labelled."""
+        for row, name in enumerate(names):
+            image, mask = images[row].float().cpu(), pixel_mask[row].float().cpu()
+            outputs = [fill[row].float().cpu() for fill in fills]
+            save_picture(
+                strip(image, masked_picture(image, mask), outputs),
+                self.output_dir / "grids" / f"{name}.png",
+            )
 
     def _inpaint_seed(
         self,
@@ -245,6 +264,12 @@ class InpaintingEvaluator(L.LightningModule):
         if per_seed:
             for name in SCORES:
                 with_intervals(metrics, name, [per_seed[i][name] for i in sorted(per_seed)])
+        if self.num_seeds > 1:  # how far apart the fills of one hole are (README: diversity)
+            diversity = self.diversity.compute()
+            metrics["diversity_l1"], metrics["diversity_changed"] = (
+                diversity["l1"],
+                diversity["changed"],
+            )
         buckets: dict[str, Any] = self.quality.compute_buckets()
         for entry in buckets.values():
             for name in SCORES:
@@ -374,7 +399,7 @@ def claim_run(cfg: DictConfig, method: Inpainter, output_dir: Path, trainer: L.T
     if trainer.global_rank != 0:
         return settings_digest(settings)
     digest = claim_output_folder(output_dir, settings)
-    for folder in ("inpainted", "steps"):  # what a killed run was writing
+    for folder in ("inpainted", "steps", "strips", "grids"):  # what a killed run was writing
         remove_stale_temp_files(output_dir / folder)
     return digest
 
@@ -387,11 +412,23 @@ def reference_loader(
 
 
 def check_evaluate_options(cfg: DictConfig) -> None:
-    """Errors naming the option before anything is loaded or written."""
-    for option, low in (("num_seeds", 1), ("metrics.bootstrap", 0)):
+    """Errors naming the option before anything is loaded or written; ``num_samples=K`` is
+    resolved into ``num_seeds=K`` (K fills per input are K seeds)."""
+    for option, low in (("num_seeds", 1), ("metrics.bootstrap", 0), ("num_samples", 1)):
         value = OmegaConf.select(cfg, option)
+        if option == "num_samples" and value is None:
+            continue
         if isinstance(value, bool) or not isinstance(value, int) or value < low:
             raise ValueError(f"{option} must be an integer >= {low}, got {value!r}")
+    samples = OmegaConf.select(cfg, "num_samples")
+    if samples is not None:
+        if cfg.num_seeds not in (1, samples):
+            raise ValueError(
+                f"num_samples={samples} and num_seeds={cfg.num_seeds}: both set the fills per "
+                "input (one seed each); give one of them"
+            )
+        with open_dict(cfg):
+            cfg.num_seeds = samples
 
 
 def evaluate(cfg: DictConfig) -> float | None:
