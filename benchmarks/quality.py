@@ -81,6 +81,27 @@ DECISIONS = [
 ]
 
 
+# The samplers side by side (``--suite samplers``): every sampler at T = 8, the three
+# families (confidence, Halton order, random order) also at T = 12 and 16; 4 seeds, so
+# each row carries the diversity of 4 fills per hole. Verdicts: each against confidence at
+# the same T (hard paste, the same images and seeds).
+SAMPLER_BASELINE = "confidence"
+SAMPLER_RUNS = [
+    (f"{sampler} T={steps}", [f"sampler={sampler}", f"total_iter={steps}"], True)
+    for steps in (8, 12, 16)
+    for sampler in (
+        ("confidence", "halton", "random", "margin", "entropy", "lab")
+        if steps == 8
+        else ("confidence", "halton", "random")
+    )
+]
+SAMPLER_DECISIONS = [
+    (label, f"{SAMPLER_BASELINE} T={label.split('T=')[1]}")
+    for label, _, _ in SAMPLER_RUNS
+    if not label.startswith(SAMPLER_BASELINE)
+]
+SUITES = {"quality": (RUNS, DECISIONS), "samplers": (SAMPLER_RUNS, SAMPLER_DECISIONS)}
+
 TOKENIZER_RUN = "tokenizer"
 
 
@@ -134,16 +155,22 @@ def main() -> None:
         "--tokenizer", default=None, help="another tokenizer file (e.g. a fine-tuned decoder)"
     )
     parser.add_argument("--limit", type=int, default=None, help="first N val pairs (default all)")
-    parser.add_argument("--seeds", type=int, default=3, help="seeds of the seeded methods")
+    parser.add_argument("--suite", choices=sorted(SUITES), default="quality",
+                        help="quality: every method and the defaults; samplers: sampler x T")  # fmt: skip
+    parser.add_argument("--seeds", type=int, default=None,
+                        help="seeds of the seeded methods (default 3; samplers suite 4)")  # fmt: skip
     parser.add_argument("--bootstrap", type=int, default=100, help="image resamples")
     parser.add_argument("--only", nargs="+", metavar="RUN", help="these runs only (their labels)")
     parser.add_argument("--batch-size", type=int, default=50)
-    parser.add_argument("--name", default="quality", help="results file stem")
+    parser.add_argument("--name", default=None, help="results file stem (default: the suite)")
     parser.add_argument(
         "--set", nargs="+", default=[], metavar="KEY=VALUE", help="evaluate.py overrides"
     )
     args = parser.parse_args()
-    if (args.tokenizer or args.set) and args.name == "quality":
+    args.seeds = args.seeds or (4 if args.suite == "samplers" else 3)
+    given_name = args.name
+    args.name = args.name or args.suite
+    if (args.tokenizer or args.set) and given_name is None:
         parser.error("--tokenizer / --set: give --name too, so the committed results stay")
 
     common = [f"data_root={args.data_root}", f"ckpt={args.ckpt}", "data.num_workers=0",
@@ -163,7 +190,7 @@ def main() -> None:
     for batch in loader:
         fid.update(batch["image"], real=True, keys=batch["index"])
 
-    specs = RUNS
+    specs, decisions_wanted = SUITES[args.suite]
     labels = [TOKENIZER_RUN] + [label for label, _, _ in specs]
     if args.only:
         unknown = set(args.only) - set(labels)
@@ -173,7 +200,7 @@ def main() -> None:
     tokenizer = load_tokenizer(args.tokenizer) if args.tokenizer else tokenizer_of(args.ckpt)
     args.tokenizer_digest = weights_digest(tokenizer)
     tokenizer_row = None
-    if not args.only or TOKENIZER_RUN in args.only:
+    if args.suite == "quality" and (not args.only or TOKENIZER_RUN in args.only):
         tokenizer_row = tokenizer_scores(tokenizer.eval(), loader, fid)
         print(f"tokenizer: {tokenizer_row}", flush=True)
     table: list[dict] = []
@@ -185,7 +212,8 @@ def main() -> None:
         if isinstance(method, MaskGitInpainter):  # rows differing in the paste decode once
             key = settings_digest(trajectory_settings(run_settings(cfg, method)))
             cache = TrajectoryCache(Path(cfg.paths.cache_dir) / "trajectories", key)
-            method.use_trajectories(cache, decode_full=True)
+            if args.suite == "quality":  # the samplers suite measures decoding speed too
+                method.use_trajectories(cache, decode_full=True)
         fid.reset()
         output_dir = runs_dir / label.replace(" ", "_")
         evaluator = InpaintingEvaluator(
@@ -211,8 +239,10 @@ def main() -> None:
         print(f"{label:40s} FID {cell(row, 'fid')}  images {interval(row['fid_ci95_images'])}  "
               f"PSNR {cell(row, 'psnr')}  large holes {cell(row, 'fid_large_holes')}", flush=True)  # fmt: skip
         write(table, [], int(fid.real_features_num_samples), args, tokenizer_row)
-    decisions = decide(scores)
+    decisions = decide(scores, decisions_wanted)
     write(table, decisions, int(fid.real_features_num_samples), args, tokenizer_row)
+    if args.suite == "samplers":
+        plot_samplers(table, RESULTS / f"{args.name}.png")
 
 
 def large_hole_fid(run_dir: Path) -> dict:
@@ -242,11 +272,11 @@ def large_hole_fid(run_dir: Path) -> dict:
     }
 
 
-def decide(scores: dict[str, dict]) -> list[dict]:
-    """The paired verdict of each DECISIONS pair measured (FID, PSNR, SSIM), from the runs'
-    image resamples (the same draws for every run)."""
+def decide(scores: dict[str, dict], pairs: list[tuple[str, str]]) -> list[dict]:
+    """The paired verdict of each (candidate, against) pair measured (FID, PSNR, SSIM),
+    from the runs' image resamples (the same draws for every run)."""
     decisions = []
-    for candidate, against in DECISIONS:
+    for candidate, against in pairs:
         if candidate not in scores or against not in scores:
             continue
         for metric in ("fid", "psnr", "ssim"):
@@ -256,6 +286,39 @@ def decide(scores: dict[str, dict]) -> list[dict]:
             comparison = compare_scores(metric, a, b)
             decisions.append({"candidate": candidate, "against": against, **vars(comparison)})
     return decisions
+
+
+def plot_samplers(table: list[dict], path: Path) -> None:
+    """FID against T per sampler, with the seed intervals as error bars."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    by_sampler: dict[str, list[tuple[int, dict]]] = {}
+    for row in table:
+        sampler, steps = row["run"].split(" T=")
+        by_sampler.setdefault(sampler, []).append((int(steps), row))
+    figure, axis = plt.subplots(figsize=(6, 4))
+    for sampler, points in sorted(by_sampler.items()):
+        points.sort()
+        steps = [t for t, _ in points]
+        means = [r["fid"] for _, r in points]
+        bounds = [r.get("fid_ci95") or [r["fid"], r["fid"]] for _, r in points]
+        errors = [
+            [m - b[0] for m, b in zip(means, bounds)],
+            [b[1] - m for m, b in zip(means, bounds)],
+        ]
+        axis.errorbar(steps, means, yerr=errors, marker="o", capsize=3, label=sampler,
+                      linestyle="-" if len(points) > 1 else "none")  # fmt: skip
+    axis.set_xlabel("steps T")
+    axis.set_ylabel("FID (mean of seeds, 95 % interval)")
+    axis.set_xticks(sorted({t for points in by_sampler.values() for t, _ in points}))
+    axis.legend(fontsize=8)
+    axis.grid(alpha=0.3)
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
 
 
 def interval(bounds) -> str:
@@ -275,6 +338,7 @@ def write(
     """benchmarks/results/<name>.json and .md; rewritten after every run, so a stopped
     benchmark keeps the rows it measured."""
     RESULTS.mkdir(parents=True, exist_ok=True)
+    diverse = any("diversity_l1" in r for r in table)
     data = {"images": n_images, "arguments": dict(vars(args)), "tokenizer": tokenizer,
             "runs": [{k: v for k, v in r.items() if k != "dir"} for r in table],
             "decisions": decisions}  # fmt: skip
@@ -288,11 +352,12 @@ def write(
         "Command: `python benchmarks/quality.py"
         + (f" --tokenizer {args.tokenizer}" if args.tokenizer else "")
         + (f" --limit {args.limit}" if args.limit else "")
-        + (f" --seeds {args.seeds}" if args.seeds != 3 else "")
+        + (f" --suite {args.suite}" if args.suite != "quality" else "")
+        + (f" --seeds {args.seeds}" if args.seeds != (4 if args.suite == "samplers" else 3) else "")
         + (f" --ckpt {args.ckpt}" if Path(args.ckpt).name != "maskgit_cats_local.safetensors" else "")
         + (" --only " + " ".join(f'"{label}"' for label in args.only) if args.only else "")
         + (" --set " + " ".join(args.set) if args.set else "")
-        + (f" --name {args.name}" if args.name != "quality" else "") + "`",
+        + (f" --name {args.name}" if args.name != args.suite else "") + "`",
         "",
         f"Each score is the mean over the seeds (MaskGIT and PatchMatch: {args.seeds} seeds, "
         f"{', '.join(str(s) for s in range(args.seeds))}; the deterministic methods one) with "
@@ -303,8 +368,9 @@ def write(
         "than 40 % of the photo, against all real images. All choices below were made on "
         "these same val pairs (no held-out set): read the decisions as in-sample.",
         "",
-        "| run | seeds | FID | FID images | FID holes > 40 % | masked PSNR | masked SSIM | images/s |",
-        "|---|---|---|---|---|---|---|---|",
+        "| run | seeds | FID | FID images | FID holes > 40 % | masked PSNR | masked SSIM | images/s |"
+        + (" diversity L1 | diversity changed |" if diverse else ""),
+        "|---|---|---|---|---|---|---|---|" + ("---|---|" if diverse else ""),
     ]  # fmt: skip
     if tokenizer is not None:
         lines[4:4] = [
@@ -319,6 +385,11 @@ def write(
             f"| {r['run']} | {len(r.get('seeds', []))} | {cell(r, 'fid')} | "
             f"{interval(r.get('fid_ci95_images'))} | {cell(r, 'fid_large_holes')} | "
             f"{cell(r, 'psnr')} | {cell(r, 'ssim', 3)} | {r.get('images_per_second') or 0:.1f} |"
+            + (
+                f" {cell(r, 'diversity_l1', 4)} | {cell(r, 'diversity_changed', 3)} |"
+                if diverse
+                else ""
+            )
         )
     if decisions:
         lines += [

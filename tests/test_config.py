@@ -83,9 +83,11 @@ def test_shipped_size_composes_to_the_checkpoint_architecture():
     cfg = compose_config("train", ["experiment=maskgit_cats_local"])
     model = OmegaConf.to_container(cfg.model, resolve=True)
     assert model["_target_"] == "maskgit.modules.maskgit.MaskGitModule"
-    assert list(model["transformer"].items()) == list(
-        checkpoint["hyper_parameters"]["transformer"].items()
-    )
+    recorded = dict(checkpoint["hyper_parameters"]["transformer"])
+    # The token count is not a second setting: it follows from the image size (64 / 4)^2.
+    assert model["transformer"].pop("num_image_tokens") is None
+    assert (model["image_size"] // 4) ** 2 == recorded.pop("num_image_tokens") == 256
+    assert list(model["transformer"].items()) == list(recorded.items())
 
 
 @pytest.mark.parametrize(

@@ -14,6 +14,7 @@ import pytest
 import torch
 from conftest import CONF, FID_WEIGHTS, ROOT, SAMPLE, compose_config, tiny_tokenizer_config
 from omegaconf import DictConfig, OmegaConf, open_dict
+from PIL import Image
 
 from maskgit.checkpoints import CheckpointError, load_tokenizer
 from maskgit.data.images import load_image
@@ -528,3 +529,47 @@ def test_init_from_starts_a_fresh_run_from_another_runs_weights(
     message = str(error.value)
     assert "init_from=" in message and "last.ckpt" in message
     assert "tok_emb.weight: expected (65, 48), got (65, 32)" in message
+
+
+def test_128_pixel_images_end_to_end(data_root, tmp_path):
+    """data.image_size=128 alone: a tokenizer, then stage 2 over it (its token grid follows
+    from the image size), then evaluate.py, on the sample photos; tiny configs."""
+    from maskgit.export import main as export
+
+    # The sample's masks are 64x64: generated masks at 128 (the README's command for them).
+    size = ["data.image_size=128", "data.num_workers=0", "data.batch_size=4", "data.val_limit=2"]
+    short = ["trainer.max_steps=1", "+trainer.limit_val_batches=1",
+             "+trainer.num_sanity_val_steps=0", "run_name=test"]  # fmt: skip
+    run_train(
+        ["experiment=tokenizer", "tokenizer=tiny", f"data_root={data_root}",
+         f"paths.log_dir={tmp_path}/tok", *size, *short],
+        tmp_path / "out_tok",
+    )  # fmt: skip
+    tokenizer = tmp_path / "tokenizer.safetensors"
+    export(
+        ["tokenizer", str(tmp_path / "tok" / "checkpoints" / "test" / "last.ckpt"), str(tokenizer)]
+    )
+    overrides = [o for o in stage2(tokenizer, data_root, tmp_path) if not o.startswith("data.")]
+    generated = ["data.val_masks.folder=null", "data.val_masks.kind=boxes"]
+    run_train([*overrides, *size, *generated], tmp_path / "out_stage2")
+    checkpoint = last_checkpoint(tmp_path / "logs")
+    state = checkpoint["state_dict"]
+    assert state["transformer.pos_emb"].shape[-2] == (128 // 4) ** 2  # 32 x 32 tokens
+    model = tmp_path / "maskgit.safetensors"
+    export(["maskgit", str(tmp_path / "logs" / "checkpoints" / "test" / "last.ckpt"), str(model),
+            "--tokenizer", str(tokenizer)])  # fmt: skip
+    run = tmp_path / "eval"
+    result = subprocess.run(
+        [sys.executable, "evaluate.py", f"ckpt={model}", f"data_root={data_root}",
+         "data.image_size=128", "data.val_masks.folder=null", "data.val_masks.kind=boxes",
+         "data.num_workers=0", "total_iter=2", "metrics.fid.enabled=false",
+         f"paths.log_dir={tmp_path}/eval_logs", f"hydra.run.dir={run}"],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    outputs = sorted((run / "inpainted").iterdir())
+    assert len(outputs) == 4 and Image.open(outputs[0]).size == (128, 128)
+    # A pinned token count that disagrees with the image size is named.
+    with pytest.raises(Exception, match=r"num_image_tokens=256, but data.image_size=128"):
+        run_train([*overrides, *size, *generated, "transformer.num_image_tokens=256"],
+                  tmp_path / "out_bad")  # fmt: skip

@@ -199,7 +199,8 @@ class InpaintingDataModule(ResumableTrainingData):
         self.save_hyperparameters(logger=False, ignore=["val_masks", "test_masks", "train_masks"])
         self._train_seed = seed
         self.val_masks = val_masks
-        self.test_masks = test_masks or val_masks
+        # Without a test_dir the test set is the val set, with its masks.
+        self.test_masks = test_masks if (test_dir and test_masks is not None) else val_masks
         self.train_masks = train_masks
         self.train_set: Dataset | None = None
         self.val_set: Dataset | None = None

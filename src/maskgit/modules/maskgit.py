@@ -96,6 +96,7 @@ class MaskGitModule(L.LightningModule):
         lr_decay_steps: int | None = None,
         skip_nonfinite: bool = False,
         compile: bool = False,
+        image_size: int | None = None,
     ) -> None:
         super().__init__()
         check_training_options(
@@ -115,6 +116,10 @@ class MaskGitModule(L.LightningModule):
                 "`python train.py experiment=tokenizer` or set tokenizer_ckpt=<path>"
             )
         self.tokenizer = load_tokenizer(path).eval().requires_grad_(False)
+        transformer = {
+            **transformer,
+            "num_image_tokens": self._token_count(image_size, transformer),
+        }
         self.transformer = BidirectionalTransformer(**transformer)
         if self.transformer.num_codebook_vectors != self.tokenizer.num_codebook_vectors:
             raise ValueError(
@@ -128,6 +133,31 @@ class MaskGitModule(L.LightningModule):
         )
         if compile:
             self.transformer.compile_blocks()
+
+    def _token_count(self, image_size: int | None, transformer: dict) -> int:
+        """The token grid follows from the image size and the tokenizer's downsampling: one
+        setting (``data.image_size``), not two to keep in step."""
+        given = transformer.get("num_image_tokens")
+        if image_size is None:
+            if given is None:
+                raise ValueError(
+                    "model.image_size (data.image_size) or transformer.num_image_tokens is needed"
+                )
+            return given
+        factor = self.tokenizer.downsample_factor
+        if image_size % factor:
+            raise ValueError(
+                f"data.image_size={image_size} is not a multiple of the tokenizer's "
+                f"downsampling factor {factor}"
+            )
+        tokens = (image_size // factor) ** 2
+        if given is not None and given != tokens:
+            raise ValueError(
+                f"transformer.num_image_tokens={given}, but data.image_size={image_size} with the "
+                f"tokenizer's downsampling {factor} gives {tokens} tokens; leave "
+                "transformer.num_image_tokens unset (null): it follows from the image size"
+            )
+        return tokens
 
     # The tokenizer stays frozen in eval mode whatever the trainer does.
     def train(self, mode: bool = True) -> MaskGitModule:
