@@ -238,3 +238,19 @@ def test_readme_multirun_writes_the_summary(tmp_path):
     config = json.loads((sweep / "0" / "metrics.json").read_text())["config"]
     assert config["choice_temperature"] == config["decoding"]["choice_temperature"] == 3.0
     assert config["decoding"]["schedule"]["_target_"] == "maskgit.schedules.cosine"
+
+
+@pytest.mark.parametrize(
+    ("script", "says", "options"),
+    [
+        ("evaluate.py", "evaluate.py: inpaint a test set", ["ckpt=PATH", "num_seeds=N", "sampler="]),
+        ("train.py", "train.py: train the tokenizer", ["experiment=NAME", "data.image_size=N"]),
+    ],
+)
+def test_help_says_what_the_script_does_and_names_its_main_options(script, says, options):
+    result = subprocess.run(
+        [sys.executable, script, "--help"], cwd=ROOT, capture_output=True, text=True, check=True
+    )
+    assert result.stdout.startswith(says)
+    assert all(option in result.stdout for option in options)
+    assert "Configuration groups" not in result.stdout  # not Hydra's stock dump of every group
