@@ -21,6 +21,18 @@ class KillAtStep(L.Callback):
             os.kill(os.getpid(), signal.SIGKILL)
 
 
+class SigtermDuringStep(L.Callback):
+    """SIGTERM to this process while optimizer step ``step`` runs (at its batch's start), as
+    ``kill PID`` or a scheduler would send it at any moment."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_train_batch_start(self, trainer: L.Trainer, *args: object) -> None:
+        if trainer.global_step == self.step - 1:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+
 class PoisonAt(L.Callback):
     """Sets every transformer weight to NaN before the batch of step ``step``: that step's
     loss is non-finite."""

@@ -243,7 +243,11 @@ def test_readme_multirun_writes_the_summary(tmp_path):
 @pytest.mark.parametrize(
     ("script", "says", "options"),
     [
-        ("evaluate.py", "evaluate.py: inpaint a test set", ["ckpt=PATH", "num_seeds=N", "sampler="]),
+        (
+            "evaluate.py",
+            "evaluate.py: inpaint a test set",
+            ["ckpt=PATH", "num_seeds=N", "sampler="],
+        ),
         ("train.py", "train.py: train the tokenizer", ["experiment=NAME", "data.image_size=N"]),
     ],
 )

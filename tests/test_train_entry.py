@@ -415,10 +415,12 @@ def periodic_checkpoint(log_dir: Path) -> dict:
 
 
 @pytest.mark.parametrize(
-    ("token_cache", "num_workers"), [(True, 0), (False, 1)], ids=["tokens", "images-worker"]
+    ("token_cache", "num_workers", "signal_name"),
+    [(True, 0, "SIGKILL"), (False, 1, "SIGKILL"), (True, 0, "SIGTERM")],
+    ids=["tokens", "images-worker", "sigterm"],
 )
 def test_run_killed_mid_epoch_resumes_to_the_uninterrupted_state(
-    token_cache, num_workers, tiny_tokenizer_path, data_root, tmp_path
+    token_cache, num_workers, signal_name, tiny_tokenizer_path, data_root, tmp_path
 ):
     # 8 images, batches of 2: 4 steps per epoch. The killed run gets SIGKILL during step 3
     # (mid-epoch 0, its last checkpoint is from step 2); the resumed run goes on to step 6,
@@ -443,15 +445,21 @@ def test_run_killed_mid_epoch_resumes_to_the_uninterrupted_state(
     killed = subprocess.run(
         [
             sys.executable, "train.py", *overrides(resumed),
-            "+callbacks.kill_switch._target_=faults.KillAtStep",
+            "+callbacks.kill_switch._target_="
+            + ("faults.KillAtStep" if signal_name == "SIGKILL" else "faults.SigtermDuringStep"),
             "+callbacks.kill_switch.step=3",
             f"paths.output_dir={resumed}/out1",
         ],
         cwd=ROOT, capture_output=True, text=True, timeout=300,
         env={**os.environ, "PYTHONPATH": str(ROOT / "tests")},
     )  # fmt: skip
-    assert killed.returncode == -9, killed.stderr[-3000:]
-    assert periodic_checkpoint(resumed / "logs")["global_step"] == 2
+    if signal_name == "SIGKILL":
+        assert killed.returncode == -9, killed.stderr[-3000:]
+        assert periodic_checkpoint(resumed / "logs")["global_step"] == 2
+    else:  # stopped at the end of the step, which is saved
+        assert killed.returncode == 143, killed.stderr[-3000:]
+        assert "SIGTERM: stopped after step 3" in killed.stdout + killed.stderr
+        assert periodic_checkpoint(resumed / "logs")["global_step"] == 3
 
     run_train([*overrides(resumed), "ckpt_path=last"], resumed / "out2")
 
