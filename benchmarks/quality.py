@@ -82,13 +82,13 @@ DECISIONS = [
 
 
 # The samplers side by side (``--suite samplers``): every sampler at T = 8, the three
-# families (confidence, Halton order, random order) also at T = 12 and 16; 4 seeds, so
-# each row carries the diversity of 4 fills per hole. Verdicts: each against confidence at
-# the same T (hard paste, the same images and seeds).
+# families (confidence, Halton order, random order) also at T = 12; each row's diversity is
+# that of its seeds' fills. Verdicts: each against confidence at the same T (hard paste, the
+# same images and seeds).
 SAMPLER_BASELINE = "confidence"
 SAMPLER_RUNS = [
     (f"{sampler} T={steps}", [f"sampler={sampler}", f"total_iter={steps}"], True)
-    for steps in (8, 12, 16)
+    for steps in (8, 12)
     for sampler in (
         ("confidence", "halton", "random", "margin", "entropy", "lab")
         if steps == 8
@@ -157,17 +157,17 @@ def main() -> None:
     parser.add_argument("--limit", type=int, default=None, help="first N val pairs (default all)")
     parser.add_argument("--suite", choices=sorted(SUITES), default="quality",
                         help="quality: every method and the defaults; samplers: sampler x T")  # fmt: skip
-    parser.add_argument("--seeds", type=int, default=None,
-                        help="seeds of the seeded methods (default 3; samplers suite 4)")  # fmt: skip
+    parser.add_argument("--seeds", type=int, default=3, help="seeds of the seeded methods")
     parser.add_argument("--bootstrap", type=int, default=100, help="image resamples")
     parser.add_argument("--only", nargs="+", metavar="RUN", help="these runs only (their labels)")
+    parser.add_argument("--keep-others", action="store_true",
+                        help="with --only: keep the other rows and verdicts already in the results file")  # fmt: skip
     parser.add_argument("--batch-size", type=int, default=50)
     parser.add_argument("--name", default=None, help="results file stem (default: the suite)")
     parser.add_argument(
         "--set", nargs="+", default=[], metavar="KEY=VALUE", help="evaluate.py overrides"
     )
     args = parser.parse_args()
-    args.seeds = args.seeds or (4 if args.suite == "samplers" else 3)
     given_name = args.name
     args.name = args.name or args.suite
     if (args.tokenizer or args.set) and given_name is None:
@@ -204,6 +204,15 @@ def main() -> None:
         tokenizer_row = tokenizer_scores(tokenizer.eval(), loader, fid)
         print(f"tokenizer: {tokenizer_row}", flush=True)
     table: list[dict] = []
+    kept_rows: list[dict] = []
+    kept_decisions: list[dict] = []
+    previous = RESULTS / f"{args.name}.json"
+    if args.keep_others and previous.is_file():  # rows measured earlier, not re-run now
+        old = json.loads(previous.read_text())
+        rerun = {label for label, _, _ in specs}
+        kept_rows = [row for row in old["runs"] if row["run"] not in rerun]
+        kept_decisions = old.get("decisions", [])
+        tokenizer_row = tokenizer_row or old.get("tokenizer")
     scores: dict[str, dict] = {}  # label -> metric -> Resampled
     runs_dir = Path(tempfile.mkdtemp(prefix="quality-"))
     for label, overrides, seeded in specs:
@@ -238,8 +247,21 @@ def main() -> None:
         table.append(row)
         print(f"{label:40s} FID {cell(row, 'fid')}  images {interval(row['fid_ci95_images'])}  "
               f"PSNR {cell(row, 'psnr')}  large holes {cell(row, 'fid_large_holes')}", flush=True)  # fmt: skip
-        write(table, [], int(fid.real_features_num_samples), args, tokenizer_row)
+        write(
+            kept_rows + table,
+            kept_decisions,
+            int(fid.real_features_num_samples),
+            args,
+            tokenizer_row,
+        )
     decisions = decide(scores, decisions_wanted)
+    measured = {(d["candidate"], d["against"]) for d in decisions}
+    decisions = [
+        d for d in kept_decisions if (d["candidate"], d["against"]) not in measured
+    ] + decisions
+    table = sorted(
+        kept_rows + table, key=lambda row: labels.index(row["run"]) if row["run"] in labels else 99
+    )
     write(table, decisions, int(fid.real_features_num_samples), args, tokenizer_row)
     if args.suite == "samplers":
         plot_samplers(table, RESULTS / f"{args.name}.png")
@@ -353,7 +375,7 @@ def write(
         + (f" --tokenizer {args.tokenizer}" if args.tokenizer else "")
         + (f" --limit {args.limit}" if args.limit else "")
         + (f" --suite {args.suite}" if args.suite != "quality" else "")
-        + (f" --seeds {args.seeds}" if args.seeds != (4 if args.suite == "samplers" else 3) else "")
+        + (f" --seeds {args.seeds}" if args.seeds != 3 else "")
         + (f" --ckpt {args.ckpt}" if Path(args.ckpt).name != "maskgit_cats_local.safetensors" else "")
         + (" --only " + " ".join(f'"{label}"' for label in args.only) if args.only else "")
         + (" --set " + " ".join(args.set) if args.set else "")

@@ -149,6 +149,61 @@ class GeneratedMasks(MaskSource):
                 break
 
 
+class MaskMixture(MaskSource):
+    """A weighted mixture of mask sources: each mask comes from one of them, drawn per index
+    (with a ``seed``: the same source and mask for an index every time) or per draw
+    (``seed=None``, training). ``large_holes()`` is the mixture of the large-hole failures."""
+
+    def __init__(self, sources: dict[str, MaskSource], weights: dict[str, float],
+                 seed: int | None = 0) -> None:  # fmt: skip
+        if set(sources) != set(weights) or not sources:
+            raise ValueError(
+                f"mask mixture: sources {sorted(sources)} and weights {sorted(weights)} must "
+                "name the same non-empty set"
+            )
+        if any(w < 0 for w in weights.values()) or sum(weights.values()) <= 0:
+            raise ValueError(
+                f"mask mixture weights must be >= 0 with a positive sum, got {weights}"
+            )
+        self.names = sorted(sources)
+        self.sources = sources
+        total = sum(weights.values())
+        self.probabilities = np.array([weights[n] / total for n in self.names])
+        self.seed = seed
+
+    def mask(self, index: int, stem: str, size: int, draw_seed: int | None = None) -> Tensor:
+        if self.seed is not None:
+            rng = np.random.default_rng([self.seed, index, 7])
+        else:
+            rng = np.random.default_rng(draw_seed)
+        name = self.names[int(rng.choice(len(self.names), p=self.probabilities))]
+        sub_seed = None if self.seed is not None else int(rng.integers(2**31))
+        return self.sources[name].mask(index, stem, size, draw_seed=sub_seed)
+
+
+def large_holes(
+    seed: int | None = 0,
+    current_weight: float = 0.0,
+    kind: MaskKind = "mixed",
+    hole_range: tuple[float, float] = (0.08, 0.6),
+) -> MaskMixture:
+    """The failure case as masks: large free-form holes (40-70 % of the photo), half faces
+    and large centre squares (40-60 %), in equal parts; with ``current_weight`` > 0 the usual
+    masks (``kind`` and ``hole_range``, by default free-form and boxes of 8-60 %) join with
+    that weight against 1 for each large kind. Seeded: a fixed val set; ``seed=None``: fresh
+    draws for training."""
+    sources: dict[str, MaskSource] = {
+        "free_form": GeneratedMasks("strokes", (0.4, 0.7), seed=seed),
+        "half": GeneratedMasks("half", (0.5, 0.5), seed=seed),
+        "center": GeneratedMasks("center", (0.4, 0.6), seed=seed),
+    }
+    weights = {"free_form": 1.0, "half": 1.0, "center": 1.0}
+    if current_weight > 0:
+        sources["current"] = GeneratedMasks(kind, tuple(hole_range), seed=seed)
+        weights["current"] = current_weight
+    return MaskMixture(sources, weights, seed=seed)
+
+
 def make_mask_source(
     folder: str | None = None,
     kind: MaskKind = "mixed",
