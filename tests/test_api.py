@@ -81,7 +81,8 @@ def test_one_set_of_decoding_defaults_for_evaluate_the_api_the_command_and_the_a
     from_config = hydra.utils.instantiate(cfg.decoding)
     from_api = decoder_for()
     for name in ("total_iter", "sweet_spot", "choice_temperature", "temperature", "top_k",
-                 "sample", "token_threshold", "paste", "paste_feather", "precision"):  # fmt: skip
+                 "sample", "token_threshold", "paste", "paste_feather", "mask_aware_head",
+                 "precision"):  # fmt: skip
         assert getattr(from_api, name) == getattr(from_config, name), name
     ratios = torch.linspace(0, 1, 11)
     assert torch.allclose(from_api.schedule(ratios), from_config.schedule(ratios))

@@ -101,6 +101,8 @@ class IterativeDecoder:
         paste_feather: with ``paste``, blend over this many known pixels around the hole
             (a linear ramp from the decoded to the known pixels) instead of a hard edge; 0
             keeps every known pixel as it is.
+        mask_aware_head: with ``paste``, decode the hole with the tokenizer's mask-aware head
+            (``maskgit.models.mask_aware``) where it has one; known pixels stay exact.
         precision: "auto" runs the transformer and the VQGAN decoder under bf16 autocast
             where the device has bf16 matrix units (``maskgit.precision``) and in fp32
             elsewhere; "32" and "bf16" force one. Tokenizing, confidences, noise and the
@@ -122,6 +124,7 @@ class IterativeDecoder:
         token_threshold: float = 0.0,
         paste: bool = True,
         paste_feather: int = 0,
+        mask_aware_head: bool = True,
         precision: Literal["auto", "32", "bf16"] = "auto",
         compile: bool = False,
         sampler: Sampler | None = None,
@@ -165,6 +168,7 @@ class IterativeDecoder:
         self.token_threshold = token_threshold
         self.paste = paste
         self.paste_feather = paste_feather
+        self.mask_aware_head = mask_aware_head
         self.precision = precision
         self.compile = compile
         self.sampler = sampler if sampler is not None else default_sampler

@@ -379,7 +379,7 @@ def trajectory_settings(settings: dict[str, Any]) -> dict[str, Any]:
     settings = json.loads(json.dumps(settings))
     settings.pop("seed", None)
     decoder = settings.get("method_config", {}).get("decoder", {})
-    for option in ("sweet_spot", "paste", "paste_feather", "compile"):
+    for option in ("sweet_spot", "paste", "paste_feather", "mask_aware_head", "compile"):
         decoder.pop(option, None)
     settings["trajectory_version"] = TRAJECTORY_VERSION
     return settings

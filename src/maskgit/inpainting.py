@@ -139,16 +139,22 @@ def render(
     ``paste_feather`` say; the per-step images where ``decoded`` has steps."""
     tokens = decoded.tokens
     autocast = decoder.autocast(images.device)
-    with autocast:
-        pixels = tokenizer.detokenize(tokens).float()
+    use_head = decoder.paste and decoder.mask_aware_head and tokenizer.mask_aware is not None
+
+    def decode(indices: Tensor) -> Tensor:
+        with autocast:
+            if use_head:  # the hole decoded with the known pixels in view
+                return tokenizer.detokenize_into(indices, images, pixel_mask).float()
+            return tokenizer.detokenize(indices).float()
+
+    pixels = decode(tokens)
     feather = decoder.paste_feather
     output = paste(images, pixels, pixel_mask, feather) if decoder.paste else pixels
     result = InpaintResult(images=output, tokens=tokens, token_mask=decoded.token_mask)
     steps = decoded.steps
     if steps is not None:
         result.step_masks = [m.view_as(tokens) for m in steps.masks]
-        with autocast:
-            predictions = [tokenizer.detokenize(t.view_as(tokens)).float() for t in steps.tokens]
+        predictions = [decode(t.view_as(tokens)) for t in steps.tokens]
         if decoder.paste:
             predictions = [paste(images, p, pixel_mask, feather) for p in predictions]
         result.step_images = predictions

@@ -14,6 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from maskgit.models.mask_aware import MaskAwareHead
+
 
 class GroupNorm(nn.Module):
     def __init__(self, channels: int, num_groups: int = 32) -> None:
@@ -332,6 +334,7 @@ class VQGAN(nn.Module):
         enc_token_res_blocks: int = 2,
         pixel_mean: Sequence[float] = (0.5, 0.5, 0.5),
         pixel_std: Sequence[float] = (0.5, 0.5, 0.5),
+        mask_aware_head: dict | None = None,
     ) -> None:
         super().__init__()
         if len(downsample_stages) != len(upsample_stages):
@@ -357,6 +360,9 @@ class VQGAN(nn.Module):
         shape = (1, image_channels, 1, 1)
         self.register_buffer("pixel_mean", torch.tensor(pixel_mean).view(shape), persistent=False)
         self.register_buffer("pixel_std", torch.tensor(pixel_std).view(shape), persistent=False)
+        # Optional: a head that decodes the hole with the known pixels in view
+        # (maskgit.models.mask_aware); after the decoder, so the tokens do not depend on it.
+        self.mask_aware = MaskAwareHead(**mask_aware_head) if mask_aware_head else None
 
     def normalize(self, images: Tensor) -> Tensor:
         """Images in [0,1] -> the tokenizer's input space."""
@@ -396,3 +402,13 @@ class VQGAN(nn.Module):
     def detokenize(self, indices: Tensor) -> Tensor:
         """indices [B,h,w] -> images in [0,1] [B,3,H,W]."""
         return self.denormalize(self.decode_indices(indices)).clamp(0.0, 1.0)
+
+    @torch.no_grad()
+    def detokenize_into(self, indices: Tensor, photo: Tensor, pixel_mask: Tensor) -> Tensor:
+        """Tokens decoded into a photo whose ``pixel_mask`` (1 = known) pixels are kept: by
+        the mask-aware head where the tokenizer has one, else a hard paste."""
+        decoded = self.detokenize(indices)
+        if self.mask_aware is not None:
+            return self.mask_aware(decoded, photo, pixel_mask)
+        known = pixel_mask.bool().expand_as(decoded)
+        return torch.where(known, photo.to(decoded.dtype), decoded)

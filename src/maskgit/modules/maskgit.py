@@ -28,6 +28,7 @@ from maskgit.fingerprint import require_same_tokenizer, tokenizer_fingerprint
 from maskgit.inpainting import InpaintResult, hide_missing, inpaint, tokenize_fp32
 from maskgit.masking import pixel_to_token_mask, random_token_mask
 from maskgit.models.transformer import BidirectionalTransformer
+from maskgit.modules.lr_schedule import warmup_cosine
 from maskgit.schedules import Schedule, get_schedule
 
 log = logging.getLogger(__name__)
@@ -295,15 +296,7 @@ class MaskGitModule(L.LightningModule):
             betas=tuple(self.hparams.betas),
         )
         total = self.hparams.lr_decay_steps or int(self.trainer.estimated_stepping_batches)
-        warmup = max(1, self.hparams.warmup_steps)
-        floor = self.hparams.min_lr_ratio
-
-        def lr_factor(step: int) -> float:
-            if step < warmup:
-                return (step + 1) / warmup
-            progress = min(1.0, (step - warmup) / max(1, total - warmup))
-            return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))
-
+        lr_factor = warmup_cosine(self.hparams.warmup_steps, total, self.hparams.min_lr_ratio)
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor)
         return {
             "optimizer": optimizer,

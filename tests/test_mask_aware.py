@@ -1,0 +1,100 @@
+"""The tokenizer's mask-aware head: known pixels exact, tokens unchanged, trained end to end
+on the sample (tiny configs), exported and used by decoding."""
+
+from __future__ import annotations
+
+import torch
+from conftest import tiny_tokenizer_config, tiny_transformer_config
+from test_train_entry import data_root, run_train  # noqa: F401
+
+from maskgit.checkpoints import load_tokenizer
+from maskgit.decoding import IterativeDecoder
+from maskgit.export import main as export
+from maskgit.fingerprint import tokenizer_fingerprint
+from maskgit.inpainting import inpaint
+from maskgit.models.mask_aware import MaskAwareHead
+from maskgit.models.transformer import BidirectionalTransformer
+from maskgit.models.vqgan import VQGAN
+from maskgit.schedules import cosine
+
+HEAD = {"channels": 8, "dilations": [1, 2]}
+
+
+def photo_and_mask(batch: int = 2, size: int = 64) -> tuple[torch.Tensor, torch.Tensor]:
+    generator = torch.Generator().manual_seed(0)
+    images = torch.rand(batch, 3, size, size, generator=generator)
+    mask = torch.ones(batch, 1, size, size)
+    mask[:, :, 16:40, 8:50] = 0
+    return images, mask
+
+
+def test_the_head_keeps_every_known_pixel_and_starts_as_a_hard_paste():
+    head = MaskAwareHead(**HEAD)
+    images, mask = photo_and_mask()
+    decoded = torch.rand_like(images)
+    out = head(decoded, images, mask)
+    known = mask.bool().expand_as(out)
+    assert torch.equal(out[known], images[known])
+    assert torch.allclose(out[~known], decoded[~known])  # zero-initialised: the decoded pixels
+    with torch.no_grad():
+        head.out.weight.normal_(0, 0.1)
+    moved = head(decoded, images, mask)
+    assert torch.equal(moved[known], images[known]) and not torch.allclose(
+        moved[~known], decoded[~known]
+    )
+    # The missing pixels of the photo are never looked at.
+    scrambled = torch.where(known, images, torch.rand_like(images))
+    assert torch.equal(head(decoded, scrambled, mask), moved)
+
+
+def test_a_head_leaves_the_tokens_and_the_fingerprint_as_they_were():
+    torch.manual_seed(0)
+    plain = VQGAN(**tiny_tokenizer_config()).eval()
+    with_head = VQGAN(**tiny_tokenizer_config(), mask_aware_head=HEAD).eval()
+    missing, unexpected = with_head.load_state_dict(plain.state_dict(), strict=False)
+    assert not unexpected and all(k.startswith("mask_aware.") for k in missing)
+    images, _ = photo_and_mask()
+    assert torch.equal(plain.tokenize(images), with_head.tokenize(images))
+    assert tokenizer_fingerprint(plain) == tokenizer_fingerprint(with_head)
+
+
+def test_train_export_and_decode_with_the_head(tiny_tokenizer_path, data_root, tmp_path):  # noqa: F811
+    # The base as shipped tokenizers are: a compact fp16 file (export keeps its weights).
+    base_file = tmp_path / "base.safetensors"
+    export(["tokenizer", str(tiny_tokenizer_path), str(base_file)])
+    overrides = [
+        "experiment=mask_aware_cats_local", "tokenizer=tiny", f"tokenizer_ckpt={base_file}",
+        f"data_root={data_root}", "data.num_workers=0", "data.batch_size=4", "data.val_limit=2",
+        "model.head.channels=8", "model.head.dilations=[1,2]", "model.warmup_steps=1",
+        "trainer.max_steps=3", "+trainer.limit_val_batches=1", "+trainer.num_sanity_val_steps=0",
+        "trainer.val_check_interval=1.0", f"paths.log_dir={tmp_path}/logs", "run_name=test",
+    ]  # fmt: skip
+    run_train(overrides, tmp_path / "out")
+    checkpoint = tmp_path / "logs" / "checkpoints" / "test" / "last.ckpt"
+    exported = tmp_path / "tokenizer_mask_aware.safetensors"
+    export(["tokenizer", str(checkpoint), str(exported)])
+    tokenizer = load_tokenizer(exported)
+    base = load_tokenizer(base_file)
+    assert tokenizer.mask_aware is not None
+    # Only the head trained: the tokens are those of the tokenizer it was trained over.
+    assert tokenizer_fingerprint(tokenizer) == tokenizer_fingerprint(base)
+    head_moved = any(p.abs().sum() > 0 for p in tokenizer.mask_aware.out.parameters())
+    assert head_moved
+
+    # Decoding uses the head: known pixels exact, the same tokens as without it.
+    torch.manual_seed(0)
+    transformer = BidirectionalTransformer(**tiny_transformer_config()).eval()
+    images, mask = photo_and_mask()
+    with_head = inpaint(
+        tokenizer.float(),
+        transformer,
+        IterativeDecoder(cosine, total_iter=2, precision="32"),
+        images,
+        mask,
+    )
+    without = inpaint(tokenizer.float(), transformer,
+                      IterativeDecoder(cosine, total_iter=2, precision="32", mask_aware_head=False), images, mask)  # fmt: skip
+    known = mask.bool().expand_as(images)
+    assert torch.equal(with_head.tokens, without.tokens)
+    assert torch.equal(with_head.images[known], images[known])
+    assert not torch.allclose(with_head.images[~known], without.images[~known])
