@@ -22,15 +22,20 @@ class KillAtStep(L.Callback):
 
 
 class SigtermDuringStep(L.Callback):
-    """SIGTERM to this process while optimizer step ``step`` runs (at its batch's start), as
-    ``kill PID`` or a scheduler would send it at any moment."""
+    """SIGTERM while optimizer step ``step`` runs (at its batch's start), as ``kill PID``
+    would send it to this process, or, with ``group``, ``pkill -f`` / a scheduler to the
+    whole process group (data workers included)."""
 
-    def __init__(self, step: int) -> None:
+    def __init__(self, step: int, group: bool = False) -> None:
         self.step = step
+        self.group = group
 
     def on_train_batch_start(self, trainer: L.Trainer, *args: object) -> None:
         if trainer.global_step == self.step - 1:
-            os.kill(os.getpid(), signal.SIGTERM)
+            if self.group:
+                os.killpg(os.getpgid(0), signal.SIGTERM)
+            else:
+                os.kill(os.getpid(), signal.SIGTERM)
 
 
 class PoisonAt(L.Callback):

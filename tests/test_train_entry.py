@@ -416,8 +416,13 @@ def periodic_checkpoint(log_dir: Path) -> dict:
 
 @pytest.mark.parametrize(
     ("token_cache", "num_workers", "signal_name"),
-    [(True, 0, "SIGKILL"), (False, 1, "SIGKILL"), (True, 0, "SIGTERM")],
-    ids=["tokens", "images-worker", "sigterm"],
+    [
+        (True, 0, "SIGKILL"),
+        (False, 1, "SIGKILL"),
+        (True, 0, "SIGTERM"),
+        (False, 1, "SIGTERM-group"),
+    ],
+    ids=["tokens", "images-worker", "sigterm", "sigterm-to-group-with-worker"],
 )
 def test_run_killed_mid_epoch_resumes_to_the_uninterrupted_state(
     token_cache, num_workers, signal_name, tiny_tokenizer_path, data_root, tmp_path
@@ -448,10 +453,12 @@ def test_run_killed_mid_epoch_resumes_to_the_uninterrupted_state(
             "+callbacks.kill_switch._target_="
             + ("faults.KillAtStep" if signal_name == "SIGKILL" else "faults.SigtermDuringStep"),
             "+callbacks.kill_switch.step=3",
+            *(["+callbacks.kill_switch.group=true"] if signal_name == "SIGTERM-group" else []),
             f"paths.output_dir={resumed}/out1",
         ],
         cwd=ROOT, capture_output=True, text=True, timeout=300,
         env={**os.environ, "PYTHONPATH": str(ROOT / "tests")},
+        start_new_session=True,  # its own process group: a group signal stays inside it
     )  # fmt: skip
     if signal_name == "SIGKILL":
         assert killed.returncode == -9, killed.stderr[-3000:]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import signal
 import warnings
 from typing import Any
 
@@ -43,7 +44,16 @@ def make_loader(
         drop_last=isinstance(sampler, ResumableSampler) and len(sampler) > batch_size,
         num_workers=num_workers,
         persistent_workers=num_workers > 0,
+        worker_init_fn=ignore_sigterm if num_workers > 0 else None,
     )
+
+
+def ignore_sigterm(worker_id: int) -> None:
+    """Data workers leave SIGTERM to the main process: a signal sent to the whole process
+    group (``pkill -f``, a scheduler) then stops training after its step, with a checkpoint
+    (``maskgit.callbacks.graceful_stop``), instead of killing a worker first. Workers end
+    with the main process."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
 class ResumableTrainingData(L.LightningDataModule):
