@@ -25,6 +25,7 @@ from maskgit.modules.maskgit import MaskGitModule
 from maskgit.photo import (
     PhotoFill,
     PhotoInput,
+    check_unit_range,
     paste_fill,
     read_missing,
     read_photo,
@@ -76,12 +77,7 @@ def _as_image(image: Tensor) -> Tensor:
         return image.float() / 255.0
     if not image.is_floating_point():
         raise ValueError(f"image: expected a float tensor in [0,1] or uint8, got {image.dtype}")
-    low, high = float(image.min()), float(image.max())
-    if low < 0.0 or high > 1.0:
-        raise ValueError(
-            f"image: float values must lie in [0, 1], got [{low:g}, {high:g}] (an image in "
-            "[0, 255] must be divided by 255, or passed as uint8)"
-        )
+    check_unit_range(float(image.min()), float(image.max()), "image")
     return image.float()
 
 

@@ -55,6 +55,15 @@ class PhotoFill:
     step_images: list[Tensor] | None = None
 
 
+def check_unit_range(low: float, high: float, what: str) -> None:
+    """Float pixels must lie in [0, 1]: an image on the [0, 255] scale would come back on it."""
+    if low < 0.0 or high > 1.0:
+        raise ValueError(
+            f"{what}: float values must lie in [0, 1], got [{low:g}, {high:g}] (divide an "
+            "image in [0, 255] by 255, or pass it as uint8)"
+        )
+
+
 def read_photo(photo: PhotoInput, what: str = "photo") -> np.ndarray:
     """A file, PIL image, array [H,W(,C)] (uint8, or float in [0,1]) or tensor [3,H,W] ->
     uint8 RGB array [H,W,3]. Grayscale, 16-bit and alpha images become 8-bit RGB as
@@ -83,12 +92,7 @@ def read_photo(photo: PhotoInput, what: str = "photo") -> np.ndarray:
             return np.ascontiguousarray(array)
         if not np.issubdtype(array.dtype, np.floating):
             raise ValueError(f"{what}: expected uint8 or float values in [0, 1], got {array.dtype}")
-        low, high = float(array.min()), float(array.max())
-        if low < 0.0 or high > 1.0:
-            raise ValueError(
-                f"{what}: float values must lie in [0, 1], got [{low:g}, {high:g}] (divide an "
-                "image in [0, 255] by 255, or pass it as uint8)"
-            )
+        check_unit_range(float(array.min()), float(array.max()), what)
         return np.round(array * 255.0).astype(np.uint8)
     raise TypeError(
         f"{what}: expected a file path, a PIL image, a numpy array or a tensor, got "
