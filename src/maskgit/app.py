@@ -157,12 +157,12 @@ def build_app(model, max_pixels: int = DEFAULT_MAX_PIXELS, samples_dir: Path = S
                 elem_id="photo",
             )  # fmt: skip
             with gr.Column():
-                total_iter = gr.Slider(1, 32, value=8, step=1, label="steps T")
+                total_iter = gr.Slider(1, MAX_STEPS, value=8, step=1, label="steps T")
                 schedule = gr.Dropdown(sorted(SCHEDULES), value="cosine", label="schedule")
                 sampler = gr.Dropdown(list(SAMPLERS), value="confidence", label="sampler")
                 seed = gr.Number(0, precision=0, label="seed")
                 num_samples = gr.Slider(
-                    1, 8, value=1, step=1, label="fills (seeds seed, seed+1, ...)"
+                    1, MAX_FILLS, value=1, step=1, label="fills (seeds seed, seed+1, ...)"
                 )
                 button = gr.Button("Fill", variant="primary", elem_id="fill")
         with gr.Row():
