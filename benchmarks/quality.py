@@ -247,22 +247,18 @@ def main() -> None:
         table.append(row)
         print(f"{label:40s} FID {cell(row, 'fid')}  images {interval(row['fid_ci95_images'])}  "
               f"PSNR {cell(row, 'psnr')}  large holes {cell(row, 'fid_large_holes')}", flush=True)  # fmt: skip
-        write(
-            kept_rows + table,
-            kept_decisions,
-            int(fid.real_features_num_samples),
-            args,
-            tokenizer_row,
+        # Rewritten after every row with the verdicts measured so far: a stopped benchmark
+        # keeps its rows and the verdicts between them.
+        decisions = decide(scores, decisions_wanted)
+        measured = {(d["candidate"], d["against"]) for d in decisions}
+        kept = [d for d in kept_decisions if (d["candidate"], d["against"]) not in measured]
+        rows = sorted(
+            kept_rows + table, key=lambda r: labels.index(r["run"]) if r["run"] in labels else 99
         )
-    decisions = decide(scores, decisions_wanted)
-    measured = {(d["candidate"], d["against"]) for d in decisions}
-    decisions = [
-        d for d in kept_decisions if (d["candidate"], d["against"]) not in measured
-    ] + decisions
+        write(rows, kept + decisions, int(fid.real_features_num_samples), args, tokenizer_row)
     table = sorted(
-        kept_rows + table, key=lambda row: labels.index(row["run"]) if row["run"] in labels else 99
+        kept_rows + table, key=lambda r: labels.index(r["run"]) if r["run"] in labels else 99
     )
-    write(table, decisions, int(fid.real_features_num_samples), args, tokenizer_row)
     if args.suite == "samplers":
         plot_samplers(table, RESULTS / f"{args.name}.png")
 
