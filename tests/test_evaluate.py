@@ -22,6 +22,7 @@ from maskgit.inpainting import feathered_weight
 from maskgit.loading import export_maskgit, load_maskgit
 from maskgit.metrics.inpainting import area_bucket, bucket_name
 from maskgit.modules.maskgit import MaskGitModule
+from maskgit.step_pictures import LABEL_HEIGHT, PAD
 
 pytestmark = pytest.mark.slow
 
@@ -128,11 +129,16 @@ def test_writes_images_step_grids_and_metrics(first_run):
         assert torch.equal(output[known], image[known]), f"{name}: known pixels changed"
         assert not torch.equal(output, image)
     # Step grids for the first num_step_grids images: 3 latent masks (input, 2 steps) on top,
-    # the masked input and 2 predictions below, 64 px tiles with 2 px padding.
+    # the masked input and 2 predictions below, 128 px tiles (scale 2), each labelled; and a
+    # photo | masked | fill strip for the same images.
     grids = sorted(p.name for p in (run_dir / "steps").iterdir())
     assert grids == names[:2]
+    tile = 2 * SIZE
     with Image.open(run_dir / "steps" / names[0]) as grid:
-        assert grid.size == (3 * (SIZE + 2) + 2, 2 * (SIZE + 2) + 2)
+        assert grid.size == (3 * tile + 4 * PAD, 2 * (tile + LABEL_HEIGHT + 2 * PAD))
+    assert sorted(p.name for p in (run_dir / "strips").iterdir()) == names[:2]
+    with Image.open(run_dir / "strips" / names[0]) as strip:
+        assert strip.size == (3 * tile + 4 * PAD, tile + LABEL_HEIGHT + 2 * PAD)
 
     results = first["metrics"]
     metrics = results["metrics"]
