@@ -197,3 +197,13 @@ def test_inpaint_command_is_installed_with_a_help_text():
         [sys.executable, "-m", "maskgit.cli", "--help"], capture_output=True, text=True, check=True
     )
     assert "Inpaint one photo" in result.stdout and "--box" in result.stdout
+
+
+def test_a_grey_mask_file_of_the_photos_size_is_binarised_with_a_warning(tmp_path):
+    values = np.full((40, 60), 255, dtype=np.uint8)
+    values[10:20, 10:20] = 0
+    values[0, 0] = 200  # anti-aliased: known, but said
+    Image.fromarray(values).save(tmp_path / "grey.png")
+    with pytest.warns(UserWarning, match=r"grey\.png: 1 mask pixel\(s\) are neither 0 nor 255"):
+        missing = read_missing(tmp_path / "grey.png", (60, 40))
+    assert missing.sum() == 100 and not missing[0, 0]

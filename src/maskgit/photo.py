@@ -20,7 +20,7 @@ import torch
 from PIL import Image
 from torch import Tensor
 
-from maskgit.data.images import ImageFileError, open_image, to_rgb
+from maskgit.data.images import ImageFileError, open_image, read_known, to_rgb
 
 PhotoInput = str | Path | Image.Image | np.ndarray | Tensor
 
@@ -109,8 +109,7 @@ def read_missing(mask: PhotoInput, size: tuple[int, int], what: str = "mask") ->
         path = Path(mask)
         if not path.exists():
             raise FileNotFoundError(f"{what} {str(path)!r} does not exist")
-        values = np.asarray(to_rgb(open_image(path), path).convert("L"))
-        known = values >= 128
+        known = read_known(path)
         label = str(path)
     elif isinstance(mask, Image.Image):
         known = np.asarray(to_rgb(mask, Path(f"<{what}>")).convert("L")) >= 128

@@ -126,6 +126,20 @@ def load_image(path: str | Path, size: int, resize: bool = True) -> Tensor:
     return torch.from_numpy(array.copy()).permute(2, 0, 1).float().div_(255.0)
 
 
+def read_known(path: Path) -> np.ndarray:
+    """A mask file's known pixels, bool [H,W] (white/255 = known). Other values than 0 and
+    255 are binarised, >= 128 known, with a warning naming the file and their count."""
+    values = np.asarray(to_rgb(open_image(path), path).convert("L"), dtype=np.uint8)
+    grey = int(np.count_nonzero((values != 0) & (values != 255)))
+    if grey:
+        warnings.warn(
+            f"{path}: {grey} mask pixel(s) are neither 0 nor 255; binarised: >= 128 known, "
+            "< 128 missing",
+            stacklevel=3,
+        )
+    return values >= 128
+
+
 def load_mask(path: str | Path, size: int, invert: bool = False) -> Tensor:
     """Mask file (white/255 = known, black/0 = missing) -> float [1,size,size], 1 = known.
 
@@ -135,21 +149,13 @@ def load_mask(path: str | Path, size: int, invert: bool = False) -> Tensor:
     pixels it has; a mask with no missing pixel gets a warning too.
     """
     path = Path(path)
-    image = to_rgb(open_image(path), path).convert("L")
-    if image.size != (size, size):
+    known_pixels = read_known(path)
+    height, width = known_pixels.shape
+    if (width, height) != (size, size):
         raise ImageFileError(
-            f"{path}: mask is {image.size[0]}x{image.size[1]}, expected {size}x{size} "
-            "(the size of its image)"
+            f"{path}: mask is {width}x{height}, expected {size}x{size} (the size of its image)"
         )
-    values = np.asarray(image, dtype=np.uint8)
-    grey = int(np.count_nonzero((values != 0) & (values != 255)))
-    if grey:
-        warnings.warn(
-            f"{path}: {grey} mask pixel(s) are neither 0 nor 255; binarised: >= 128 known, "
-            "< 128 missing",
-            stacklevel=2,
-        )
-    known = torch.from_numpy(values >= 128).float().unsqueeze(0)
+    known = torch.from_numpy(known_pixels).float().unsqueeze(0)
     known = 1.0 - known if invert else known
     if bool((known == 1).all()):
         warnings.warn(f"{path}: mask has no missing pixel; nothing to inpaint", stacklevel=2)
