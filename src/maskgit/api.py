@@ -81,6 +81,11 @@ def _as_image(image: Tensor) -> Tensor:
     return image.float()
 
 
+def _from_uint8(pixels: np.ndarray) -> Tensor:
+    """[H,W,3] uint8 -> [3,H,W] float in [0,1]."""
+    return torch.from_numpy(pixels.copy()).permute(2, 0, 1).float().div_(255.0)
+
+
 def decode_window(
     model: MaskGitModule,
     image: Tensor,
@@ -176,34 +181,29 @@ def inpaint(
     and the fill pasted back (:func:`inpaint_photo`). ``decoder``, or ``decoding`` options
     overriding the defaults (:func:`decoder_for`), choose how; ``seed`` fixes the noise.
     """
-    size = image_size(model)
-    if isinstance(image, Tensor):
-        image = _as_image(image)
-    else:
-        pixels = read_photo(image, "image")
-        if pixels.shape[:2] == (size, size):  # model-sized: decoded as it is, like a tensor
-            image = torch.from_numpy(pixels.copy()).permute(2, 0, 1).float().div_(255.0)
     if decoder is not None and decoding:
         raise TypeError(f"pass decoder= or decoding options ({sorted(decoding)}), not both")
     decoder = decoder or decoder_for(model, **decoding)
-    if isinstance(image, Tensor) and tuple(image.shape[-2:]) == (size, size):
+    size = image_size(model)
+    # A tensor keeps its own values (float ones included); anything else is read once, 8-bit.
+    image = _as_image(image) if isinstance(image, Tensor) else read_photo(image, "image")
+    height, width = image.shape[-2:] if isinstance(image, Tensor) else image.shape[:2]
+    if (height, width) == (size, size):  # decoded as it is
+        pixels = image if isinstance(image, Tensor) else _from_uint8(image)
         known = torch.from_numpy(~read_missing(mask, (size, size))).float().unsqueeze(0)
-        result = decode_window(model, image, known, decoder, seed=seed, num_samples=num_samples)
+        result = decode_window(model, pixels, known, decoder, seed=seed, num_samples=num_samples)
         images = result.images.float().cpu()
     else:
-        pixels = read_photo(image, "image")
-        missing = read_missing(mask, (pixels.shape[1], pixels.shape[0]))
+        missing = read_missing(mask, (width, height))
+        original = image if isinstance(image, Tensor) else None
         if not missing.any():
             warnings.warn("mask: no missing pixel; the image is returned unchanged", stacklevel=2)
-            same = image if isinstance(image, Tensor) else torch.from_numpy(pixels.copy())
-            same = same if isinstance(image, Tensor) else same.permute(2, 0, 1).float() / 255
+            same = original if original is not None else _from_uint8(image)
             return same if num_samples == 1 else same.expand(num_samples, -1, -1, -1).clone()
         fill = inpaint_photo(
-            model, pixels, missing=missing, seed=seed, num_samples=num_samples, decoder=decoder
+            model, image, missing=missing, seed=seed, num_samples=num_samples, decoder=decoder
         )
-        images = torch.stack([torch.from_numpy(f).permute(2, 0, 1) for f in fill.fills])
-        images = images.float().div_(255.0)
-        if isinstance(image, Tensor):  # float input: its known values, not their 8-bit ones
-            keep = torch.from_numpy(~fill.missing)
-            images = torch.where(keep, image.float(), images)
+        images = torch.stack([_from_uint8(f) for f in fill.fills])
+        if original is not None:  # float input: its known values, not their 8-bit ones
+            images = torch.where(torch.from_numpy(~missing), original, images)
     return images[0] if num_samples == 1 else images
