@@ -139,13 +139,13 @@ def render(
     ``paste_feather`` say; the per-step images where ``decoded`` has steps."""
     tokens = decoded.tokens
     autocast = decoder.autocast(images.device)
-    use_head = decoder.paste and decoder.mask_aware_head and tokenizer.mask_aware is not None
+    # The tokenizer's mask-aware head, if any: the hole decoded with the known pixels in view.
+    head = tokenizer.mask_aware if decoder.paste and decoder.mask_aware_head else None
 
     def decode(indices: Tensor) -> Tensor:
         with autocast:
-            if use_head:  # the hole decoded with the known pixels in view
-                return tokenizer.detokenize_into(indices, images, pixel_mask).float()
-            return tokenizer.detokenize(indices).float()
+            pixels = tokenizer.detokenize(indices)
+            return (pixels if head is None else head(pixels, images, pixel_mask)).float()
 
     pixels = decode(tokens)
     feather = decoder.paste_feather

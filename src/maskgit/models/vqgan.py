@@ -402,13 +402,3 @@ class VQGAN(nn.Module):
     def detokenize(self, indices: Tensor) -> Tensor:
         """indices [B,h,w] -> images in [0,1] [B,3,H,W]."""
         return self.denormalize(self.decode_indices(indices)).clamp(0.0, 1.0)
-
-    @torch.no_grad()
-    def detokenize_into(self, indices: Tensor, photo: Tensor, pixel_mask: Tensor) -> Tensor:
-        """Tokens decoded into a photo whose ``pixel_mask`` (1 = known) pixels are kept: by
-        the mask-aware head where the tokenizer has one, else a hard paste."""
-        decoded = self.detokenize(indices)
-        if self.mask_aware is not None:
-            return self.mask_aware(decoded, photo, pixel_mask)
-        known = pixel_mask.bool().expand_as(decoded)
-        return torch.where(known, photo.to(decoded.dtype), decoded)
