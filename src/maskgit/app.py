@@ -110,7 +110,7 @@ def build_app(model, max_pixels: int = DEFAULT_MAX_PIXELS, samples_dir: Path = S
 
     from maskgit.api import inpaint_photo
     from maskgit.schedules import SCHEDULES
-    from maskgit.step_pictures import decoding_frames, save_animation
+    from maskgit.step_pictures import save_animation
 
     work_dir = Path(get_upload_folder()) / "maskgit-app"
     folders = [Path(get_upload_folder()), samples_dir]
@@ -134,12 +134,8 @@ def build_app(model, max_pixels: int = DEFAULT_MAX_PIXELS, samples_dir: Path = S
         progress(0.1, desc="decoding")
         result = inpaint_photo(model, photo, missing=missing, return_steps=True, **options)
         progress(0.9, desc="writing")
-        frames = decoding_frames(
-            result.model_input, result.model_known, [m[0] for m in result.step_masks],
-            [s[0].float() for s in result.step_images],
-        )  # fmt: skip
         animation = Path(tempfile.mkdtemp(dir=_ensure(work_dir))) / "decoding_steps.gif"
-        save_animation(frames, animation)
+        save_animation(result.decoding_frames(), animation)
         captions = [f"seed {options['seed'] + k}" for k in range(len(result.fills))]
         return list(zip(result.fills, captions)), str(animation)
 

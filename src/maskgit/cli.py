@@ -78,7 +78,7 @@ def run(args: argparse.Namespace) -> list[Path]:
     from maskgit.api import inpaint_photo
     from maskgit.loading import load_maskgit
     from maskgit.photo import box_missing, read_missing, read_photo
-    from maskgit.step_pictures import decoding_frames, save_animation, save_picture, strip
+    from maskgit.step_pictures import save_animation, save_picture, strip
 
     if args.samples < 1:
         raise ValueError(f"--samples must be >= 1, got {args.samples}")
@@ -121,11 +121,7 @@ def run(args: argparse.Namespace) -> list[Path]:
         save_picture(strip(photo, masked, fill.fills, scale=1), grid)
         written.append(grid)
     if args.steps_gif is not None:
-        frames = decoding_frames(
-            fill.model_input, fill.model_known, [m[0] for m in fill.step_masks],
-            [s[0].float() for s in fill.step_images],
-        )  # fmt: skip
-        save_animation(frames, args.steps_gif)
+        save_animation(fill.decoding_frames(), args.steps_gif)
         written.append(args.steps_gif)
     return written
 

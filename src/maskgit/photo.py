@@ -21,6 +21,7 @@ from PIL import Image
 from torch import Tensor
 
 from maskgit.data.images import ImageFileError, open_image, read_known, to_rgb
+from maskgit.step_pictures import decoding_frames
 
 PhotoInput = str | Path | Image.Image | np.ndarray | Tensor
 
@@ -53,6 +54,16 @@ class PhotoFill:
     model_known: Tensor = field(repr=False)
     step_masks: list[Tensor] | None = None
     step_images: list[Tensor] | None = None
+
+    def decoding_frames(self, sample: int = 0) -> list[Image.Image]:
+        """The frames of fill ``sample``'s decoding at model resolution (latent mask and
+        predicted image per step); needs ``return_steps=True``."""
+        if self.step_masks is None or self.step_images is None:
+            raise ValueError("no decoding steps: inpaint with return_steps=True")
+        return decoding_frames(
+            self.model_input, self.model_known, [m[sample] for m in self.step_masks],
+            [s[sample].float() for s in self.step_images],
+        )  # fmt: skip
 
 
 def check_unit_range(low: float, high: float, what: str) -> None:
