@@ -10,8 +10,9 @@ from pathlib import Path
 
 from maskgit.api import inpaint
 from maskgit.data.images import load_image, load_mask
+from maskgit.inpainting import masked_input
 from maskgit.loading import load_maskgit
-from maskgit.step_pictures import masked_picture, save_picture, stack_rows, strip
+from maskgit.step_pictures import save_picture, stack_rows, strip
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "data" / "sample"
@@ -33,7 +34,7 @@ def main() -> None:
         mask = SAMPLE / "val_masks" / f"{stem}.png"
         image, known = load_image(photo, 64), load_mask(mask, 64)
         fill = inpaint(model, photo, mask, seed=0)
-        rows.append(strip(image, masked_picture(image, known), [fill], scale=2))
+        rows.append(strip(image, masked_input(image, known), [fill], scale=2))
     pairs = [stack_rows([a, b]) for a, b in zip(rows[0::2], rows[1::2])]
     from PIL import Image
 

@@ -32,6 +32,7 @@ from maskgit.data.datamodules import InpaintingDataModule, make_loader
 from maskgit.data.datasets import ImageFolderDataset
 from maskgit.data.images import list_images, load_image, read_png_text, save_image
 from maskgit.hardware import warn_if_cpu_oversubscribed
+from maskgit.inpainting import masked_input
 from maskgit.metrics.diversity import SampleDiversity
 from maskgit.metrics.fid import (
     MIN_GROUP_FID_IMAGES,
@@ -66,7 +67,7 @@ from maskgit.provenance import (
     settings_digest,
     weights_digest,
 )
-from maskgit.step_pictures import masked_picture, save_picture, step_grid, strip
+from maskgit.step_pictures import save_picture, step_grid, strip
 from maskgit.trajectory_cache import TRAJECTORY_VERSION, TrajectoryCache
 
 log = logging.getLogger(__name__)
@@ -183,7 +184,7 @@ class InpaintingEvaluator(L.LightningModule):
             image, mask = images[row].float().cpu(), pixel_mask[row].float().cpu()
             outputs = [fill[row].float().cpu() for fill in fills]
             save_picture(
-                strip(image, masked_picture(image, mask), outputs),
+                strip(image, masked_input(image, mask), outputs),
                 self.output_dir / "grids" / f"{name}.png",
             )
 
@@ -253,7 +254,7 @@ class InpaintingEvaluator(L.LightningModule):
             save_picture(grid, self.output_dir / "steps" / f"{name}.png")
             output = result.images[row].float().cpu()
             save_picture(
-                strip(image, masked_picture(image, mask), [output]),
+                strip(image, masked_input(image, mask), [output]),
                 self.output_dir / "strips" / f"{name}.png",
             )
 

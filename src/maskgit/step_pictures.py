@@ -7,12 +7,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import torch
 import torch.nn.functional as F
 from PIL import Image, ImageDraw, ImageFont
 from torch import Tensor
 
 from maskgit.atomic import atomic_write
+from maskgit.inpainting import masked_input
 
 PAD = 4
 LABEL_HEIGHT = 14
@@ -34,13 +34,6 @@ def latent_mask_picture(token_mask: Tensor, size: int) -> Tensor:
     """A token mask [h,w] (True = masked) as an image [3,size,size]: black = masked."""
     mask = token_mask.float()[None, None]
     return 1.0 - F.interpolate(mask, size=size, mode="nearest")[0].expand(3, -1, -1)
-
-
-def masked_picture(image: Tensor, pixel_mask: Tensor) -> Tensor:
-    """The input as the model sees it: missing pixels grey."""
-    return torch.where(
-        pixel_mask.bool().expand_as(image), image.float(), torch.full_like(image, 0.5)
-    )
 
 
 def _font(size: int = 11) -> ImageFont.ImageFont:
@@ -79,7 +72,7 @@ def step_grid(
     row: the masked input, then the predicted image of each step; every tile labelled."""
     size = image.shape[-1]
     masks = [to_pil(latent_mask_picture(m, size), scale) for m in step_masks]
-    predictions = [to_pil(masked_picture(image, pixel_mask), scale)]
+    predictions = [to_pil(masked_input(image, pixel_mask), scale)]
     predictions += [to_pil(p, scale) for p in step_images]
     names = ["input"] + [f"step {t}" for t in range(1, len(step_images) + 1)]
     return stack_rows(
@@ -106,7 +99,7 @@ def decoding_frames(
     """One frame per state of the decoding: the latent mask beside the predicted image (the
     masked input for the first frame), labelled with the step."""
     size = image.shape[-1]
-    pictures = [masked_picture(image, pixel_mask), *step_images]
+    pictures = [masked_input(image, pixel_mask), *step_images]
     total = len(step_images)
     return [
         labelled_row(
