@@ -214,6 +214,10 @@ def main() -> None:
         kept_decisions = old.get("decisions", [])
         tokenizer_row = tokenizer_row or old.get("tokenizer")
     scores: dict[str, dict] = {}  # label -> metric -> Resampled
+
+    def in_suite_order(rows: list[dict]) -> list[dict]:
+        return sorted(rows, key=lambda r: labels.index(r["run"]) if r["run"] in labels else 99)
+
     runs_dir = Path(tempfile.mkdtemp(prefix="quality-"))
     for label, overrides, seeded in specs:
         cfg = compose_eval(common + overrides)
@@ -252,13 +256,9 @@ def main() -> None:
         decisions = decide(scores, decisions_wanted)
         measured = {(d["candidate"], d["against"]) for d in decisions}
         kept = [d for d in kept_decisions if (d["candidate"], d["against"]) not in measured]
-        rows = sorted(
-            kept_rows + table, key=lambda r: labels.index(r["run"]) if r["run"] in labels else 99
-        )
+        rows = in_suite_order(kept_rows + table)
         write(rows, kept + decisions, int(fid.real_features_num_samples), args, tokenizer_row)
-    table = sorted(
-        kept_rows + table, key=lambda r: labels.index(r["run"]) if r["run"] in labels else 99
-    )
+    table = in_suite_order(kept_rows + table)
     if args.suite == "samplers":
         plot_samplers(table, RESULTS / f"{args.name}.png")
 
