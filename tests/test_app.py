@@ -249,7 +249,9 @@ def test_in_a_real_browser_brush_a_stroke_and_fill(app, photo_and_stroke, tmp_pa
         page = browser.new_page(viewport={"width": 1280, "height": 900})
         page.on("request", lambda r: foreign.append(r.url) if not r.url.startswith(
             (app["url"], "data:", "blob:")) else None)  # fmt: skip
-        page.goto(app["url"])
+        # Uploading before the page has wired its events loses the upload: wait for it.
+        page.goto(app["url"], wait_until="networkidle")
+        assert page.locator("#fill").is_disabled(), "Fill should wait for a photo"
         page.locator("#photo input[type=file]").set_input_files(str(photo))
         canvas = page.locator("#photo canvas").first
         canvas.wait_for()
@@ -265,17 +267,14 @@ def test_in_a_real_browser_brush_a_stroke_and_fill(app, photo_and_stroke, tmp_pa
         page.wait_for_load_state("networkidle")
         page.wait_for_timeout(1000)
         image = page.locator("#fills img").first
-        # On a busy CPU the editor may not have committed the photo when Fill is pressed (the
-        # app then says "upload a photo first"): press again, at most three times.
-        for attempt in range(3):
-            page.locator("#fill").click()
-            try:
-                image.wait_for(timeout=60_000)
-                break
-            except playwright.TimeoutError:
-                if attempt == 2:
-                    raise
-                page.wait_for_timeout(2000)
+        # Fill stays disabled until the editor has committed the photo; click() waits for it.
+        page.locator("#fill").click(timeout=60_000)
+        try:
+            image.wait_for(timeout=90_000)
+        except playwright.TimeoutError:
+            toasts = page.locator(".toast-body").all_inner_texts()
+            log = (app["temp"] / "app.log").read_text()[-1500:]
+            pytest.fail(f"no fill within 90 s; messages on the page: {toasts}; app log: {log}")
         body = page.request.get(image.get_attribute("src")).body()
         page.screenshot(path=str(tmp_path / "app.png"), full_page=True)
         if os.environ.get("MASKGIT_APP_SCREENSHOT"):  # refresh docs/app.png on purpose only

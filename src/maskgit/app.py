@@ -46,6 +46,12 @@ def uploaded_file(value: dict | str | None, folders: list[Path]) -> Path | None:
     return path
 
 
+def has_photo(editor: dict | None) -> bool:
+    """Whether an ImageMask value (as the browser sends it) holds an uploaded photo."""
+    background = (editor or {}).get("background")
+    return bool(background.get("path") if isinstance(background, dict) else background)
+
+
 def brushed_missing(editor: dict | None, folders: list[Path]) -> tuple[np.ndarray, np.ndarray]:
     """The photo [H,W,3] uint8 and the brushed hole [H,W] (True = missing) of an ImageMask
     value as the browser sends it: the hole is wherever a layer has paint (alpha > 0)."""
@@ -160,12 +166,22 @@ def build_app(model, max_pixels: int = DEFAULT_MAX_PIXELS, samples_dir: Path = S
                 num_samples = gr.Slider(
                     1, MAX_FILLS, value=1, step=1, label="fills (seeds seed, seed+1, ...)"
                 )
-                button = gr.Button("Fill", variant="primary", elem_id="fill")
+                # Off until the editor holds a photo: pressed earlier, Fill would find none.
+                button = gr.Button("Fill", variant="primary", elem_id="fill", interactive=False)
         with gr.Row():
             fills = gr.Gallery(label="fills", format="png", columns=4, elem_id="fills")
             steps = gr.Image(label="decoding steps", type="filepath", elem_id="steps")
         if samples:
             gr.Examples([[str(p)] for p in samples], inputs=[editor], label="sample photos")
+        # The editor's change event can fire before the browser has uploaded the photo, and
+        # its answer can arrive after upload's: so a photo enables Fill, and only clear
+        # disables it (fill() checks the photo again anyway).
+        gr.on(
+            [editor.upload, editor.change], inputs=[editor], outputs=[button],
+            fn=lambda value: gr.Button(interactive=True) if has_photo(value) else gr.skip(),
+            queue=False, preprocess=False, show_progress="hidden",
+        )  # fmt: skip
+        editor.clear(lambda: gr.Button(interactive=False), outputs=[button], queue=False)
         button.click(
             fill, inputs=[editor, total_iter, schedule, sampler, seed, num_samples],
             outputs=[fills, steps], concurrency_limit=1, preprocess=False,
