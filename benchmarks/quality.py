@@ -16,7 +16,9 @@ above 40 % of the photo (against all real images). The decisions section compare
 candidate with the current default pairwise over the same images (``maskgit.compare``).
 The "tokenizer" row scores the tokenizer itself: full-image reconstruction PSNR / SSIM /
 FID and the share of known tokens that hiding the hole leaves unchanged. Writes
-benchmarks/results/<name>.{json,md} (name: quality).
+benchmarks/results/<name>.{json,md} (name: the suite) and keeps each run's evaluation folder
+(per-image scores, fills) in logs/quality/<name>/<run>: ``--only ... --keep-others`` re-runs
+some rows and pairs them with the kept ones, and ``python -m maskgit.compare`` any two later.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import tempfile
+import shutil
 import time
 from pathlib import Path
 
@@ -44,7 +46,7 @@ from maskgit.inpainting import hide_missing, tokenize_fp32
 from maskgit.loading import tokenizer_of
 from maskgit.metrics.fid import build_fid, frechet_distance
 from maskgit.metrics.intervals import percentile_interval, t_interval
-from maskgit.metrics.per_image import read_per_image
+from maskgit.metrics.per_image import PER_IMAGE_FILE, read_per_image
 from maskgit.metrics.tokens import KnownTokenAgreement
 from maskgit.provenance import settings_digest, weights_digest
 from maskgit.trajectory_cache import TrajectoryCache
@@ -82,13 +84,13 @@ DECISIONS = [
 
 
 # The samplers side by side (``--suite samplers``): every sampler at T = 8, the three
-# families (confidence, Halton order, random order) also at T = 12; each row's diversity is
+# families (confidence, Halton order, random order) also at T = 4 and 12; each row's diversity is
 # that of its seeds' fills. Verdicts: each against confidence at the same T (hard paste, the
 # same images and seeds).
 SAMPLER_BASELINE = "confidence"
 SAMPLER_RUNS = [
     (f"{sampler} T={steps}", [f"sampler={sampler}", f"total_iter={steps}"], True)
-    for steps in (8, 12)
+    for steps in (4, 8, 12)
     for sampler in (
         ("confidence", "halton", "random", "margin", "entropy", "lab")
         if steps == 8
@@ -164,6 +166,9 @@ def main() -> None:
                         help="with --only: keep the other rows and verdicts already in the results file")  # fmt: skip
     parser.add_argument("--batch-size", type=int, default=50)
     parser.add_argument("--name", default=None, help="results file stem (default: the suite)")
+    parser.add_argument("--runs-dir", type=Path, default=None,
+                        help="the runs' evaluation folders (default logs/quality/<name>); "
+                        "kept rows found there join the paired verdicts")  # fmt: skip
     parser.add_argument(
         "--set", nargs="+", default=[], metavar="KEY=VALUE", help="evaluate.py overrides"
     )
@@ -209,6 +214,15 @@ def main() -> None:
     previous = RESULTS / f"{args.name}.json"
     if args.keep_others and previous.is_file():  # rows measured earlier, not re-run now
         old = json.loads(previous.read_text())
+        # Kept rows must score the same images, model and seeds as the rows measured now.
+        same = ("data_root", "ckpt", "tokenizer", "limit", "seeds", "set", "bootstrap")
+        differ = [k for k in same if old["arguments"].get(k) != vars(args).get(k)]
+        if differ:
+            then = ", ".join(f"{k}={old['arguments'].get(k)!r}" for k in differ)
+            parser.error(
+                f"--keep-others: {previous} was measured with other {', '.join(differ)} "
+                f"({then}); re-run all rows, or give another --name"
+            )
         rerun = {label for label, _, _ in specs}
         kept_rows = [row for row in old["runs"] if row["run"] not in rerun]
         kept_decisions = old.get("decisions", [])
@@ -218,7 +232,10 @@ def main() -> None:
     def in_suite_order(rows: list[dict]) -> list[dict]:
         return sorted(rows, key=lambda r: labels.index(r["run"]) if r["run"] in labels else 99)
 
-    runs_dir = Path(tempfile.mkdtemp(prefix="quality-"))
+    runs_dir = args.runs_dir or ROOT / "logs" / "quality" / args.name
+    for row in kept_rows:  # their folders, where kept, pair with the rows measured now
+        if (folder(runs_dir, row["run"]) / PER_IMAGE_FILE).is_file():
+            scores[row["run"]] = run_scores(folder(runs_dir, row["run"]), args.bootstrap)
     for label, overrides, seeded in specs:
         cfg = compose_eval(common + overrides)
         method = hydra.utils.instantiate(cfg.method)
@@ -228,7 +245,8 @@ def main() -> None:
             if args.suite == "quality":  # the samplers suite measures decoding speed too
                 method.use_trajectories(cache, decode_full=True)
         fid.reset()
-        output_dir = runs_dir / label.replace(" ", "_")
+        output_dir = folder(runs_dir, label)
+        shutil.rmtree(output_dir, ignore_errors=True)  # this benchmark's own folder, re-run
         evaluator = InpaintingEvaluator(
             method, output_dir, fid, seed=cfg.seed, num_step_grids=0, resume=False,
             num_seeds=args.seeds if seeded else 1, bootstrap=0, real_features_ready=True,
@@ -240,11 +258,12 @@ def main() -> None:
         wall = time.perf_counter() - start
         metrics = evaluator.results["metrics"]
         # The image interval from the same resamples the paired verdicts use (computed once).
-        scores[label] = {m: resampled(read_per_image(output_dir), m, args.bootstrap)
-                         for m in ("fid", "psnr", "ssim")}  # fmt: skip
+        scores[label] = run_scores(output_dir, args.bootstrap)
         resampled_fid = scores[label]["fid"]
-        metrics["fid_ci95_images"] = percentile_interval(
-            resampled_fid.replicates, resampled_fid.value
+        metrics["fid_ci95_images"] = (  # None under MIN_GROUP_FID_IMAGES images
+            percentile_interval(resampled_fid.replicates, resampled_fid.value)
+            if resampled_fid is not None
+            else None
         )
         row = {"run": label, "overrides": overrides, "dir": str(output_dir), **metrics,
                "wall_seconds": wall, **large_hole_fid(output_dir)}  # fmt: skip
@@ -261,6 +280,17 @@ def main() -> None:
     table = in_suite_order(kept_rows + table)
     if args.suite == "samplers":
         plot_samplers(table, RESULTS / f"{args.name}.png")
+
+
+def folder(runs_dir: Path, label: str) -> Path:
+    return runs_dir / label.replace(" ", "_")
+
+
+def run_scores(run_dir: Path, bootstrap: int) -> dict:
+    """FID / PSNR / SSIM of a run folder with its image resamples (the same draws for every
+    run of the same images, so any two pair)."""
+    run = read_per_image(run_dir)
+    return {metric: resampled(run, metric, bootstrap) for metric in ("fid", "psnr", "ssim")}
 
 
 def large_hole_fid(run_dir: Path) -> dict:
@@ -357,7 +387,8 @@ def write(
     benchmark keeps the rows it measured."""
     RESULTS.mkdir(parents=True, exist_ok=True)
     diverse = any("diversity_l1" in r for r in table)
-    data = {"images": n_images, "arguments": dict(vars(args)), "tokenizer": tokenizer,
+    arguments = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}
+    data = {"images": n_images, "arguments": arguments, "tokenizer": tokenizer,
             "runs": [{k: v for k, v in r.items() if k != "dir"} for r in table],
             "decisions": decisions}  # fmt: skip
     (RESULTS / f"{args.name}.json").write_text(json.dumps(data, indent=2))
