@@ -3,6 +3,8 @@ val pairs, each score a mean over seeds with its 95 % intervals, and paired verd
 
     python benchmarks/quality.py                      # ../shared cat faces, all 1,000 val pairs
     python benchmarks/quality.py --limit 200 --seeds 2 --name quality_try
+    python benchmarks/quality.py --suite samplers     # every sampler, T = 4 / 8 / 12
+    python benchmarks/quality.py --suite mask_aware --tokenizer checkpoints/vqgan_cats_local_mask_aware.safetensors
     python benchmarks/quality.py --ckpt checkpoints/other.safetensors --name quality_other
 
 Every run goes through evaluate.py's own code (InpaintingEvaluator under Trainer.test, the
@@ -102,7 +104,20 @@ SAMPLER_DECISIONS = [
     for label, _, _ in SAMPLER_RUNS
     if not label.startswith(SAMPLER_BASELINE)
 ]
-SUITES = {"quality": (RUNS, DECISIONS), "samplers": (SAMPLER_RUNS, SAMPLER_DECISIONS)}
+# A tokenizer's mask-aware head (``--suite mask_aware --tokenizer FILE``): the same decoding
+# (one trajectory) composited three ways. The head keeps every known pixel exact; the feather
+# rewrites 2 pixels around the hole.
+MASK_AWARE_RUNS = [
+    ("hard paste", ["decoding.mask_aware_head=false"], True),
+    ("mask-aware head", ["decoding.mask_aware_head=true"], True),
+    ("paste_feather=2", ["decoding.mask_aware_head=false", "paste_feather=2"], True),
+]
+MASK_AWARE_DECISIONS = [("mask-aware head", "hard paste"), ("mask-aware head", "paste_feather=2")]
+SUITES = {
+    "quality": (RUNS, DECISIONS),
+    "samplers": (SAMPLER_RUNS, SAMPLER_DECISIONS),
+    "mask_aware": (MASK_AWARE_RUNS, MASK_AWARE_DECISIONS),
+}
 
 TOKENIZER_RUN = "tokenizer"
 
@@ -158,7 +173,8 @@ def main() -> None:
     )
     parser.add_argument("--limit", type=int, default=None, help="first N val pairs (default all)")
     parser.add_argument("--suite", choices=sorted(SUITES), default="quality",
-                        help="quality: every method and the defaults; samplers: sampler x T")  # fmt: skip
+                        help="quality: every method and the defaults; samplers: sampler x T; "
+                        "mask_aware: a tokenizer's head against the hard and feathered pastes")  # fmt: skip
     parser.add_argument("--seeds", type=int, default=3, help="seeds of the seeded methods")
     parser.add_argument("--bootstrap", type=int, default=100, help="image resamples")
     parser.add_argument("--only", nargs="+", metavar="RUN", help="these runs only (their labels)")
@@ -175,7 +191,11 @@ def main() -> None:
     args = parser.parse_args()
     given_name = args.name
     args.name = args.name or args.suite
-    if (args.tokenizer or args.set) and given_name is None:
+    if args.suite == "mask_aware" and not args.tokenizer:
+        parser.error(
+            "--suite mask_aware: give --tokenizer, a tokenizer file with a mask-aware head"
+        )
+    if (args.tokenizer or args.set) and given_name is None and args.suite != "mask_aware":
         parser.error("--tokenizer / --set: give --name too, so the committed results stay")
 
     common = [f"data_root={args.data_root}", f"ckpt={args.ckpt}", "data.num_workers=0",
@@ -242,7 +262,7 @@ def main() -> None:
         if isinstance(method, MaskGitInpainter):  # rows differing in the paste decode once
             key = settings_digest(trajectory_settings(run_settings(cfg, method)))
             cache = TrajectoryCache(Path(cfg.paths.cache_dir) / "trajectories", key)
-            if args.suite == "quality":  # the samplers suite measures decoding speed too
+            if args.suite != "samplers":  # the samplers suite measures decoding speed too
                 method.use_trajectories(cache, decode_full=True)
         fid.reset()
         output_dir = folder(runs_dir, label)
