@@ -221,7 +221,8 @@ def main() -> None:
         unknown = set(args.only) - set(labels)
         if unknown:
             parser.error(f"--only: unknown runs {sorted(unknown)}; runs: {labels}")
-        specs = [spec for spec in specs if spec[0] in args.only]
+        by_label = {spec[0]: spec for spec in specs}  # run in the order asked
+        specs = [by_label[label] for label in args.only if label in by_label]
     tokenizer = load_tokenizer(args.tokenizer) if args.tokenizer else tokenizer_of(args.ckpt)
     args.tokenizer_digest = weights_digest(tokenizer)
     tokenizer_row = None
