@@ -1,8 +1,11 @@
 """A picture of the large-hole failure and its progress: the val pairs with the largest holes,
-one row each: photo | masked | the fill of each checkpoint given (hard paste, seed 0).
+one row each: photo | masked | the fill of each checkpoint given (hard paste, seed 0), and
+with ``--mask-aware TOKENIZER`` each checkpoint again over that tokenizer's mask-aware head.
 
     python benchmarks/large_hole_grid.py checkpoints/maskgit_cats_local.safetensors \
         other.safetensors --out benchmarks/results/large_holes.png
+    python benchmarks/large_hole_grid.py checkpoints/maskgit_cats_local.safetensors \
+        --mask-aware checkpoints/vqgan_cats_local_mask_aware.safetensors
 """
 
 from __future__ import annotations
@@ -36,23 +39,28 @@ def main() -> None:
     parser.add_argument("ckpts", nargs="+", type=Path, help="MaskGIT checkpoints, one column each")
     parser.add_argument("--data-root", type=Path, default=ROOT.parent / "shared/data/cat_faces")
     parser.add_argument("--count", type=int, default=16)
+    parser.add_argument("--mask-aware", type=Path, default=None, metavar="TOKENIZER",
+                        help="also each checkpoint over this tokenizer's mask-aware head")  # fmt: skip
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks/results/large_holes.png")
     args = parser.parse_args()
     pairs = largest_holes(args.data_root, args.count)
     images = torch.stack([load_image(p, SIZE) for p, _ in pairs])
     masks = torch.stack([load_mask(m, SIZE) for _, m in pairs])
-    columns = [images, masked_input(images, masks)]
-    for ckpt in args.ckpts:
-        model = load_maskgit(ckpt)
+    columns, labels = [images, masked_input(images, masks)], ["photo", "masked"]
+    variants = [(ckpt, None, ckpt.stem) for ckpt in args.ckpts]
+    if args.mask_aware:
+        variants += [(ckpt, args.mask_aware, f"{ckpt.stem[:6]}+head") for ckpt in args.ckpts]
+    for ckpt, tokenizer, label in variants:
+        model = load_maskgit(ckpt, tokenizer_ckpt=tokenizer)
         decoder = decoder_for(model, paste=True, paste_feather=0)
         keys = torch.arange(len(pairs))
         with torch.inference_mode():
             columns.append(model.inpaint(images, masks, keys, decoder, seed=0).images.float())
+        labels.append(label)
     tiles = torch.stack(columns, 1).flatten(0, 1).clamp(0, 1)
     grid = make_grid(tiles, nrow=len(columns), padding=2, pad_value=1.0)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     save_image(grid, args.out)
-    labels = ["photo", "masked", *[c.stem for c in args.ckpts]]
     with Image.open(args.out) as picture:
         header = Image.new("RGB", (picture.width, 14), "white")
         draw = ImageDraw.Draw(header)
