@@ -115,7 +115,10 @@ class BucketedFID(FrechetInceptionDistance):
         which noise seed of the same images the fake ones are."""
         if not self.used_custom_model:
             imgs = (imgs * 255).byte()
-        features = self.inception(imgs).double()
+        # fp32 whatever the caller's autocast (a bf16-mixed Trainer): FID compares features
+        # across runs, which must not depend on the run's precision.
+        with torch.autocast(device_type=imgs.device.type, enabled=False):
+            features = self.inception(imgs).double()
         if features.dim() == 1:
             features = features.unsqueeze(0)
         self.orig_dtype = features.dtype

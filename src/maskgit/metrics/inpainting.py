@@ -50,7 +50,14 @@ class InpaintingQuality(Metric):
     ) -> None:
         """preds, target [B,3,H,W] in [0,1]; pixel_mask [B,1,H,W], 1 = known; keys [B] the
         images' ids; sample: which noise seed of the same images these are."""
-        preds, target = preds.float().clamp(0, 1), target.float()
+        # fp32 whatever the caller's autocast: SSIM's local variances (E[x^2] - E[x]^2) lose
+        # every digit in bf16, which would halve the score.
+        with torch.autocast(device_type=preds.device.type, enabled=False):
+            self._score_batch(preds.float().clamp(0, 1), target.float(), pixel_mask, keys, sample)
+
+    def _score_batch(
+        self, preds: Tensor, target: Tensor, pixel_mask: Tensor, keys: Tensor | None, sample: int
+    ) -> None:
         hole = (1.0 - pixel_mask.float()).expand_as(preds)
         n_hole = hole.flatten(1).sum(1)
         has_hole = n_hole > 0

@@ -17,7 +17,8 @@ from torchmetrics.utilities import dim_zero_cat
 from maskgit.checkpoints import read_checkpoint, save_atomic
 from maskgit.metrics.fid import BucketedFID
 
-FORMAT = "maskgit.fid_real_features.v2"  # v2: per-image keys, in key order
+# v2: per-image keys, in key order; v3: features always fp32 (v2 files may hold bf16 ones)
+FORMAT = "maskgit.fid_real_features.v3"
 
 
 def _file_digest(path: Path, digest: hashlib._Hash) -> None:
