@@ -195,8 +195,9 @@ def main() -> None:
         parser.error(
             "--suite mask_aware: give --tokenizer, a tokenizer file with a mask-aware head"
         )
-    if (args.tokenizer or args.set) and given_name is None and args.suite != "mask_aware":
-        parser.error("--tokenizer / --set: give --name too, so the committed results stay")
+    other_model = args.tokenizer or Path(args.ckpt).name != "maskgit_cats_local.safetensors"
+    if (other_model or args.set) and given_name is None and args.suite != "mask_aware":
+        parser.error("--ckpt / --tokenizer / --set: give --name too, so the committed results stay")
 
     common = [f"data_root={args.data_root}", f"ckpt={args.ckpt}", "data.num_workers=0",
               f"data.eval_batch_size={args.batch_size}", "resume=false"]  # fmt: skip
