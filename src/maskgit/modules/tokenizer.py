@@ -269,7 +269,9 @@ class VQGANModule(L.LightningModule):
         images = batch["image"]
         recon, indices, _ = self(images)
         recon = recon.clamp(0, 1)
-        self.val_metrics.update(recon, images)
+        # fp32 under a bf16-mixed run: SSIM's local variances do not survive bf16.
+        with torch.autocast(device_type=images.device.type, enabled=False):
+            self.val_metrics.update(recon.float(), images.float())
         self.val_usage.update(indices)
         self.log("val/rec_l1", F.l1_loss(recon, images), on_epoch=True, sync_dist=True)
         if batch_idx == 0:
