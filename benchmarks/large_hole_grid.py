@@ -1,11 +1,9 @@
 """A picture of the large-hole failure and its progress: the val pairs with the largest holes,
-one row each: photo | masked | the fill of each checkpoint given (hard paste, seed 0), and
-with ``--mask-aware TOKENIZER`` each checkpoint again over that tokenizer's mask-aware head.
+one row each: photo | masked | the fill of each checkpoint given (seed 0) with a hard paste of
+the decoder's output and, where its tokenizer has one, with the mask-aware head.
 
     python benchmarks/large_hole_grid.py checkpoints/maskgit_cats_local.safetensors \
         other.safetensors --out benchmarks/results/large_holes.png
-    python benchmarks/large_hole_grid.py checkpoints/maskgit_cats_local.safetensors \
-        --mask-aware checkpoints/vqgan_cats_local_mask_aware.safetensors
 """
 
 from __future__ import annotations
@@ -39,24 +37,22 @@ def main() -> None:
     parser.add_argument("ckpts", nargs="+", type=Path, help="MaskGIT checkpoints, one column each")
     parser.add_argument("--data-root", type=Path, default=ROOT.parent / "shared/data/cat_faces")
     parser.add_argument("--count", type=int, default=16)
-    parser.add_argument("--mask-aware", type=Path, default=None, metavar="TOKENIZER",
-                        help="also each checkpoint over this tokenizer's mask-aware head")  # fmt: skip
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks/results/large_holes.png")
     args = parser.parse_args()
     pairs = largest_holes(args.data_root, args.count)
     images = torch.stack([load_image(p, SIZE) for p, _ in pairs])
     masks = torch.stack([load_mask(m, SIZE) for _, m in pairs])
     columns, labels = [images, masked_input(images, masks)], ["photo", "masked"]
-    variants = [(ckpt, None, ckpt.stem) for ckpt in args.ckpts]
-    if args.mask_aware:
-        variants += [(ckpt, args.mask_aware, f"{ckpt.stem[:6]}+head") for ckpt in args.ckpts]
-    for ckpt, tokenizer, label in variants:
-        model = load_maskgit(ckpt, tokenizer_ckpt=tokenizer)
-        decoder = decoder_for(model, paste=True, paste_feather=0)
-        keys = torch.arange(len(pairs))
-        with torch.inference_mode():
-            columns.append(model.inpaint(images, masks, keys, decoder, seed=0).images.float())
-        labels.append(label)
+    keys = torch.arange(len(pairs))
+    for ckpt in args.ckpts:
+        model = load_maskgit(ckpt)
+        heads = [False, True] if model.tokenizer.mask_aware is not None else [False]
+        for head in heads:
+            decoder = decoder_for(model, paste=True, paste_feather=0, mask_aware_head=head)
+            with torch.inference_mode():
+                fills = model.inpaint(images, masks, keys, decoder, seed=0).images.float()
+            columns.append(fills)
+            labels.append(f"{ckpt.stem[:6]}+head" if head else ckpt.stem)
     tiles = torch.stack(columns, 1).flatten(0, 1).clamp(0, 1)
     grid = make_grid(tiles, nrow=len(columns), padding=2, pad_value=1.0)
     args.out.parent.mkdir(parents=True, exist_ok=True)

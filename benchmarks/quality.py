@@ -4,7 +4,7 @@ val pairs, each score a mean over seeds with its 95 % intervals, and paired verd
     python benchmarks/quality.py                      # ../shared cat faces, all 1,000 val pairs
     python benchmarks/quality.py --limit 200 --seeds 2 --name quality_try
     python benchmarks/quality.py --suite samplers     # every sampler, T = 4 / 8 / 12
-    python benchmarks/quality.py --suite mask_aware --tokenizer checkpoints/vqgan_cats_local_mask_aware.safetensors
+    python benchmarks/quality.py --suite mask_aware   # the shipped tokenizer's head, on and off
     python benchmarks/quality.py --ckpt checkpoints/other.safetensors --name quality_other
 
 Every run goes through evaluate.py's own code (InpaintingEvaluator under Trainer.test, the
@@ -104,7 +104,7 @@ SAMPLER_DECISIONS = [
     for label, _, _ in SAMPLER_RUNS
     if not label.startswith(SAMPLER_BASELINE)
 ]
-# A tokenizer's mask-aware head (``--suite mask_aware --tokenizer FILE``): the same decoding
+# A tokenizer's mask-aware head (``--suite mask_aware [--tokenizer FILE]``): the same decoding
 # (one trajectory) composited three ways. The head keeps every known pixel exact; the feather
 # rewrites 2 pixels around the hole.
 MASK_AWARE_RUNS = [
@@ -191,10 +191,6 @@ def main() -> None:
     args = parser.parse_args()
     given_name = args.name
     args.name = args.name or args.suite
-    if args.suite == "mask_aware" and not args.tokenizer:
-        parser.error(
-            "--suite mask_aware: give --tokenizer, a tokenizer file with a mask-aware head"
-        )
     other_model = args.tokenizer or Path(args.ckpt).name != "maskgit_cats_local.safetensors"
     if (other_model or args.set) and given_name is None and args.suite != "mask_aware":
         parser.error("--ckpt / --tokenizer / --set: give --name too, so the committed results stay")
@@ -225,6 +221,8 @@ def main() -> None:
         by_label = {spec[0]: spec for spec in specs}  # run in the order asked
         specs = [by_label[label] for label in args.only if label in by_label]
     tokenizer = load_tokenizer(args.tokenizer) if args.tokenizer else tokenizer_of(args.ckpt)
+    if args.suite == "mask_aware" and getattr(tokenizer, "mask_aware", None) is None:
+        parser.error("--suite mask_aware: the tokenizer has no mask-aware head (--tokenizer FILE)")
     args.tokenizer_digest = weights_digest(tokenizer)
     tokenizer_row = None
     if args.suite == "quality" and (not args.only or TOKENIZER_RUN in args.only):
