@@ -58,6 +58,7 @@ RESULTS = ROOT / "benchmarks" / "results"
 os.environ.setdefault("PROJECT_ROOT", str(ROOT))
 register_gamma_groups(ROOT / "conf")  # schedule=... as in evaluate.py
 
+DEFAULT_CKPT = ROOT / "checkpoints" / "maskgit_cats_local.safetensors"
 LARGE_HOLE = 0.4  # the "large holes" column: images with more than this share missing
 DEFAULT = "maskgit"  # the row of evaluate.py's defaults
 # (label, evaluate.py overrides, seeded). The compositing rows keep the method's fill and
@@ -165,9 +166,7 @@ def compose_eval(overrides: list[str]):
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--data-root", default=str(ROOT.parent / "shared" / "data" / "cat_faces"))
-    parser.add_argument(
-        "--ckpt", default=str(ROOT / "checkpoints" / "maskgit_cats_local.safetensors")
-    )
+    parser.add_argument("--ckpt", default=str(DEFAULT_CKPT))
     parser.add_argument(
         "--tokenizer", default=None, help="another tokenizer file (e.g. a fine-tuned decoder)"
     )
@@ -191,7 +190,7 @@ def main() -> None:
     args = parser.parse_args()
     given_name = args.name
     args.name = args.name or args.suite
-    other_model = args.tokenizer or Path(args.ckpt).name != "maskgit_cats_local.safetensors"
+    other_model = args.tokenizer or Path(args.ckpt).name != DEFAULT_CKPT.name
     if (other_model or args.set) and given_name is None and args.suite != "mask_aware":
         parser.error("--ckpt / --tokenizer / --set: give --name too, so the committed results stay")
 
@@ -423,7 +422,7 @@ def write(
         + (f" --limit {args.limit}" if args.limit else "")
         + (f" --suite {args.suite}" if args.suite != "quality" else "")
         + (f" --seeds {args.seeds}" if args.seeds != 3 else "")
-        + (f" --ckpt {args.ckpt}" if Path(args.ckpt).name != "maskgit_cats_local.safetensors" else "")
+        + (f" --ckpt {args.ckpt}" if Path(args.ckpt).name != DEFAULT_CKPT.name else "")
         + (" --only " + " ".join(f'"{label}"' for label in args.only) if args.only else "")
         + (" --set " + " ".join(args.set) if args.set else "")
         + (f" --name {args.name}" if args.name != args.suite else "") + "`",

@@ -31,13 +31,18 @@ MAX_FILLS = 8
 SAMPLES_DIR = Path(__file__).resolve().parents[2] / "data" / "sample" / "val"
 
 
+def named_path(value: dict | str | None) -> object:
+    """What a browser value names as its file: Gradio FileData's ``path``, or the value."""
+    return value.get("path") if isinstance(value, dict) else value
+
+
 def uploaded_file(value: dict | str | None, folders: list[Path]) -> Path | None:
     """The path of a file the browser names (Gradio's FileData, or a path), which must lie in
     one of the app's own ``folders`` (its upload cache, the sample photos): a client that
     names any other file of the machine gets an error, not the file."""
     if value is None:
         return None
-    raw = value.get("path") if isinstance(value, dict) else value
+    raw = named_path(value)
     if not isinstance(raw, str) or not raw:
         raise ValueError(f"expected an uploaded file, got {type(value).__name__}")
     path = Path(raw).resolve()
@@ -48,8 +53,7 @@ def uploaded_file(value: dict | str | None, folders: list[Path]) -> Path | None:
 
 def has_photo(editor: dict | None) -> bool:
     """Whether an ImageMask value (as the browser sends it) holds an uploaded photo."""
-    background = (editor or {}).get("background")
-    return bool(background.get("path") if isinstance(background, dict) else background)
+    return bool(named_path((editor or {}).get("background")))
 
 
 def brushed_missing(editor: dict | None, folders: list[Path]) -> tuple[np.ndarray, np.ndarray]:
