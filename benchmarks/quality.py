@@ -89,10 +89,15 @@ DECISIONS = [
 # The samplers side by side (``--suite samplers``): every sampler at T = 8, the three
 # families (confidence, Halton order, random order) also at T = 4 and 12; each row's diversity is
 # that of its seeds' fills. Verdicts: each against confidence at the same T (hard paste, the
-# same images and seeds).
+# same images and seeds). A sampler chooses tokens, so the tokenizer's mask-aware head is off:
+# the rows compare the tokens alone.
 SAMPLER_BASELINE = "confidence"
 SAMPLER_RUNS = [
-    (f"{sampler} T={steps}", [f"sampler={sampler}", f"total_iter={steps}"], True)
+    (
+        f"{sampler} T={steps}",
+        [f"sampler={sampler}", f"total_iter={steps}", "decoding.mask_aware_head=false"],
+        True,
+    )
     for steps in (4, 8, 12)
     for sampler in (
         ("confidence", "halton", "random", "margin", "entropy", "lab")
