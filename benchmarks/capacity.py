@@ -228,10 +228,10 @@ def plot(sizes: dict[str, list[dict]], projections: dict, targets: dict) -> None
             grid = [xs[0] * (end / xs[0]) ** (i / 50) for i in range(51)]
             axis.plot(grid, [fit["a"] + fit["b"] * math.log(x) for x in grid], linestyle="--",
                       color=line[0].get_color(), alpha=0.6)  # fmt: skip
+    axis.set_xscale("log")
     for factor, target in targets.items():
         axis.axhline(target, color="grey", linestyle=":")
         axis.text(axis.get_xlim()[0], target, f" {factor:g}x vqgan_recon", va="bottom")
-    axis.set_xscale("log")
     axis.set_xlabel("training compute (PFLOP)")
     axis.set_ylabel("FID, 1,000 val pairs, hard paste (3 seeds, 95 %)")
     axis.set_title("transformer sizes at equal compute")
