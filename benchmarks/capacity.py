@@ -31,10 +31,9 @@ from hydra.core.global_hydra import GlobalHydra
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
-from quality import run_scores  # benchmarks/quality.py, beside this script
 
-from maskgit.compare import check_pairable, compare_scores
-from maskgit.metrics.per_image import PER_IMAGE_FILE, read_per_image
+from maskgit.compare import check_pairable, compare_scores, resampled
+from maskgit.metrics.per_image import PER_IMAGE_FILE, PerImage, read_per_image
 from maskgit.models.transformer import BidirectionalTransformer
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -112,14 +111,20 @@ def load_points(spec: dict) -> dict[str, list[dict]]:
 
 
 def bracket_verdicts(sizes: dict[str, list[dict]]) -> list[dict]:
-    scores: dict[Path, dict] = {}
+    runs: dict[Path, PerImage] = {}  # each run's per-image file, read once
+    fids: dict[Path, object] = {}
+
+    def run_of(point: dict) -> PerImage:
+        if point["run_dir"] not in runs:
+            runs[point["run_dir"]] = read_per_image(point["run_dir"])
+        return runs[point["run_dir"]]
 
     def fid_of(point: dict):
-        if point["run_dir"] not in scores:
-            scores[point["run_dir"]] = run_scores(point["run_dir"], BOOTSTRAP)
-        return scores[point["run_dir"]]["fid"]
+        if point["run_dir"] not in fids:
+            fids[point["run_dir"]] = resampled(run_of(point), "fid", BOOTSTRAP)
+        return fids[point["run_dir"]]
 
-    verdicts = []
+    verdicts, compared = [], set()
     for size_b, points_b in sizes.items():
         for b in points_b:
             for size_a, points_a in sizes.items():
@@ -127,12 +132,14 @@ def bracket_verdicts(sizes: dict[str, list[dict]]) -> list[dict]:
                     continue
                 below = [a for a in points_a if a["pflop"] <= b["pflop"]]
                 above = [a for a in points_a if a["pflop"] >= b["pflop"]]
-                # Only the nearest checkpoint on each side decides anything.
+                # Only the nearest checkpoint on each side decides anything; a pair met
+                # again from the other size's side is the same comparison.
                 for a, side in ((below[-1] if below else None, "less"),
                                 (above[0] if above else None, "more")):  # fmt: skip
-                    if a is None:
+                    if a is None or frozenset((a["label"], b["label"])) in compared:
                         continue
-                    check_pairable(read_per_image(a["run_dir"]), read_per_image(b["run_dir"]))
+                    compared.add(frozenset((a["label"], b["label"])))
+                    check_pairable(run_of(a), run_of(b))
                     result = compare_scores("fid", fid_of(a), fid_of(b))
                     low, high = result.ci95
                     if side == "less" and high < 0:
@@ -224,7 +231,8 @@ def plot(sizes: dict[str, list[dict]], projections: dict, targets: dict) -> None
         line = axis.errorbar(xs, ys, yerr=errors, marker="o", capsize=3, label=size)
         if size in projections:
             fit = projections[size]
-            end = max([xs[-1] * 4] + [v for k, v in fit.items() if k.endswith("x") and v])
+            reached = [fit[f"{factor:g}x"] for factor in targets if fit[f"{factor:g}x"]]
+            end = max([xs[-1] * 4, *reached])
             grid = [xs[0] * (end / xs[0]) ** (i / 50) for i in range(51)]
             axis.plot(grid, [fit["a"] + fit["b"] * math.log(x) for x in grid], linestyle="--",
                       color=line[0].get_color(), alpha=0.6)  # fmt: skip
