@@ -111,14 +111,21 @@ SAMPLER_DECISIONS = [
     if not label.startswith(SAMPLER_BASELINE)
 ]
 # A tokenizer's mask-aware head (``--suite mask_aware [--tokenizer FILE]``): the same decoding
-# (one trajectory) composited three ways. The head keeps every known pixel exact; the feather
+# (one trajectory) composited three ways, and the tokenizer's ceiling (the photo's own tokens
+# in the hole) with and without the head. The head keeps every known pixel exact; the feather
 # rewrites 2 pixels around the hole.
 MASK_AWARE_RUNS = [
     ("hard paste", ["decoding.mask_aware_head=false"], True),
     ("mask-aware head", ["decoding.mask_aware_head=true"], True),
     ("paste_feather=2", ["decoding.mask_aware_head=false", "paste_feather=2"], True),
+    ("vqgan_recon hard paste", ["method=vqgan_recon", "decoding.mask_aware_head=false"], False),
+    ("vqgan_recon mask-aware head", ["method=vqgan_recon", "decoding.mask_aware_head=true"], False),
 ]
-MASK_AWARE_DECISIONS = [("mask-aware head", "hard paste"), ("mask-aware head", "paste_feather=2")]
+MASK_AWARE_DECISIONS = [
+    ("mask-aware head", "hard paste"),
+    ("mask-aware head", "paste_feather=2"),
+    ("vqgan_recon mask-aware head", "vqgan_recon hard paste"),
+]
 SUITES = {
     "quality": (RUNS, DECISIONS),
     "samplers": (SAMPLER_RUNS, SAMPLER_DECISIONS),

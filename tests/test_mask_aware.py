@@ -7,11 +7,13 @@ import torch
 from conftest import tiny_tokenizer_config, tiny_transformer_config
 from test_train_entry import data_root, run_train  # noqa: F401
 
+from maskgit.baselines import VQGANReconstruction
 from maskgit.checkpoints import load_tokenizer
 from maskgit.decoding import IterativeDecoder
 from maskgit.export import main as export
 from maskgit.fingerprint import tokenizer_fingerprint
 from maskgit.inpainting import inpaint
+from maskgit.masking import pixel_to_token_mask
 from maskgit.models.mask_aware import MaskAwareHead
 from maskgit.models.transformer import BidirectionalTransformer
 from maskgit.models.vqgan import VQGAN
@@ -98,3 +100,15 @@ def test_train_export_and_decode_with_the_head(tiny_tokenizer_path, data_root, t
     assert torch.equal(with_head.tokens, without.tokens)
     assert torch.equal(with_head.images[known], images[known])
     assert not torch.allclose(with_head.images[~known], without.images[~known])
+
+    # The tokenizer's ceiling through the head: the photo's own tokens in the hole, the known
+    # ones as inference makes them; every known pixel exact, the hole refined by the head.
+    ceiling = VQGANReconstruction(tokenizer_ckpt=str(exported), mask_aware_head=True).float()
+    plain = VQGANReconstruction(tokenizer_ckpt=str(exported), mask_aware_head=False).float()
+    keys = torch.arange(len(images))
+    through_head = ceiling(images, mask, keys, seed=0, return_steps=False)
+    pasted = plain(images, mask, keys, seed=0, return_steps=False)
+    hole = pixel_to_token_mask(mask, through_head.tokens.shape[-1])
+    assert torch.equal(through_head.tokens[hole], pasted.tokens[hole])
+    assert torch.equal(through_head.images[known], images[known])
+    assert not torch.allclose(through_head.images[~known], pasted.images[~known])

@@ -24,9 +24,11 @@ from maskgit.inpainting import (
     DecodedTokens,
     InpaintResult,
     decode_tokens,
+    hide_missing,
     masked_input,
     paste,
     render,
+    tokenize_fp32,
 )
 from maskgit.loading import load_maskgit, tokenizer_of
 from maskgit.masking import pixel_to_token_mask
@@ -118,7 +120,12 @@ class MaskGitInpainter(Inpainter):
 
 
 class VQGANReconstruction(Inpainter):
-    """Encode/decode the ground truth: what a perfect transformer could reach."""
+    """Encode/decode the ground truth: what a perfect transformer could reach.
+
+    With ``mask_aware_head`` (and a tokenizer that has one), the hole is decoded as inference
+    with a perfect transformer would decode it: the known tokens from the photo with its hole
+    hidden, the hole's tokens the photo's own, through the head. That is the ceiling of
+    MaskGIT with the head, as the plain reconstruction is the ceiling of a hard paste."""
 
     name = "vqgan_recon"
 
@@ -128,6 +135,7 @@ class VQGANReconstruction(Inpainter):
         tokenizer_ckpt: str | None = None,
         paste: bool = True,
         paste_feather: int = 0,
+        mask_aware_head: bool = False,
     ):
         super().__init__()
         self.tokenizer = (
@@ -135,12 +143,20 @@ class VQGANReconstruction(Inpainter):
         ).eval()
         self.paste = paste
         self.paste_feather = paste_feather
+        self.head = self.tokenizer.mask_aware if paste and mask_aware_head else None
 
     @torch.inference_mode()
     def forward(self, images, pixel_mask, keys, seed, return_steps):
-        tokens = self.tokenizer.tokenize(images)
-        decoded = self.tokenizer.detokenize(tokens)
-        output = self.composite(images, decoded, pixel_mask) if self.paste else decoded
+        tokens = tokenize_fp32(self.tokenizer, images)
+        if self.head is None:
+            decoded = self.tokenizer.detokenize(tokens)
+            output = self.composite(images, decoded, pixel_mask) if self.paste else decoded
+        else:
+            hidden = tokenize_fp32(self.tokenizer, hide_missing(images, pixel_mask))
+            missing = pixel_to_token_mask(pixel_mask, tokens.shape[-1])
+            tokens = torch.where(missing, tokens, hidden)
+            decoded = self.head(self.tokenizer.detokenize(tokens), images, pixel_mask)
+            output = self.composite(images, decoded, pixel_mask)
         return InpaintResult(
             images=output, tokens=tokens, token_mask=torch.zeros_like(tokens).bool()
         )
