@@ -3,8 +3,10 @@ on the sample (tiny configs), exported and used by decoding."""
 
 from __future__ import annotations
 
+import math
+
 import torch
-from conftest import tiny_tokenizer_config, tiny_transformer_config
+from conftest import FID_WEIGHTS, tiny_tokenizer_config, tiny_transformer_config
 from test_train_entry import data_root, run_train  # noqa: F401
 
 from maskgit.baselines import VQGANReconstruction
@@ -112,3 +114,52 @@ def test_train_export_and_decode_with_the_head(tiny_tokenizer_path, data_root, t
     assert torch.equal(through_head.tokens[hole], pasted.tokens[hole])
     assert torch.equal(through_head.images[known], images[known])
     assert not torch.allclose(through_head.images[~known], pasted.images[~known])
+
+
+def test_adversarial_head_trains_and_keeps_pixels_and_tokens(
+    tiny_tokenizer_path,
+    data_root,  # noqa: F811
+    tmp_path,
+):
+    # The head with a patch discriminator (LeCam, feature matching, adaptive weight), chosen
+    # by the FID of its fills when the Inception weights are there, by val/l1_hole without.
+    base_file = tmp_path / "base.safetensors"
+    export(["tokenizer", str(tiny_tokenizer_path), str(base_file)])
+    fid = FID_WEIGHTS.is_file()
+    overrides = [
+        "experiment=mask_aware_cats_local_gan", "tokenizer=tiny", f"tokenizer_ckpt={base_file}",
+        f"data_root={data_root}", "data.num_workers=0", "data.batch_size=4", "data.val_limit=4",
+        "model.head.channels=8", "model.head.dilations=[1,2]", "model.warmup_steps=2",
+        "model.lr=1e-2", "model.lr_decay_steps=3", "trainer.max_steps=3",
+        "+trainer.limit_val_batches=1",
+        "+trainer.num_sanity_val_steps=0", "trainer.val_check_interval=1.0",
+        "trainer.log_every_n_steps=1", f"paths.log_dir={tmp_path}/logs", "run_name=test",
+        f"metrics.fid.enabled={str(fid).lower()}", f"metrics.fid.weights_path={FID_WEIGHTS}",
+        "metrics.fid.required=true",
+    ]  # fmt: skip
+    out = tmp_path / "out"
+    run_train(overrides, out)
+    header, *rows = (out / "csv" / "version_0" / "metrics.csv").read_text().splitlines()
+    names = header.split(",")
+    for name in ("train/g_adv", "train/d_loss", "train/lecam", "train/feature_matching",
+                 "train/gan_weight", "train/l1_hole") + (("val/fid",) if fid else ()):  # fmt: skip
+        values = [
+            float(r.split(",")[names.index(name)]) for r in rows if r.split(",")[names.index(name)]
+        ]
+        assert values and all(math.isfinite(v) for v in values), name
+    learning_rates = [float(r.split(",")[names.index("lr-AdamW")]) for r in rows
+                      if r.split(",")[names.index("lr-AdamW")]]  # fmt: skip
+    assert len(set(learning_rates)) > 1  # the head's schedule is stepped by hand
+
+    checkpoint = tmp_path / "logs" / "checkpoints" / "test" / "last.ckpt"
+    exported = tmp_path / "tokenizer_gan_head.safetensors"
+    export(["tokenizer", str(checkpoint), str(exported)])
+    tokenizer, base = load_tokenizer(exported).float(), load_tokenizer(base_file)
+    assert tokenizer_fingerprint(tokenizer) == tokenizer_fingerprint(base)
+    assert not any(k.startswith("discriminator") for k in tokenizer.state_dict())
+    images, mask = photo_and_mask()
+    decoded = tokenizer.detokenize(tokenizer.tokenize(images))
+    out_images = tokenizer.mask_aware(decoded, images, mask)
+    known = mask.bool().expand_as(images)
+    assert torch.equal(out_images[known], images[known])
+    assert not torch.allclose(out_images[~known], decoded[~known])  # the head moved

@@ -13,8 +13,8 @@ from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.loggers import Logger
 from omegaconf import DictConfig, OmegaConf
 
-from maskgit.callbacks.inpainting_fid import InpaintingFIDCallback
 from maskgit.callbacks.monitoring import monitor_instead
+from maskgit.callbacks.validation_fid import ValidationFIDCallback
 from maskgit.checkpoints import CheckpointError, newest_readable_checkpoint, read_checkpoint
 from maskgit.hardware import warn_if_cpu_oversubscribed
 
@@ -35,9 +35,10 @@ def instantiate_group(config: DictConfig | None, kind: str) -> list:
 
 
 def monitor_logged_metric(callbacks: list[Callback]) -> None:
-    """Only the inpainting callback logs val/fid: without it (``callbacks.inpainting_fid=null``)
-    checkpoints monitor val/loss instead of failing at the first save."""
-    if any(isinstance(c, InpaintingFIDCallback) for c in callbacks):
+    """Only a validation FID callback logs val/fid (the inpainting one, or the mask-aware
+    head's): without one (``callbacks.inpainting_fid=null``) checkpoints monitor val/loss
+    instead of failing at the first save."""
+    if any(isinstance(c, ValidationFIDCallback) and c.metric == "val/fid" for c in callbacks):
         return
     for callback in callbacks:
         monitor_instead(

@@ -50,11 +50,28 @@ class ReconstructionFIDCallback(ValidationFIDCallback):
         images = batch["image"]
         if not self._real_done:
             self.fid.update(images, real=True)
-        recon = pl_module(images)[0].clamp(0.0, 1.0).float()
-        self.fid.update(recon, real=False)
+        self.fid.update(self.generated(pl_module, batch).clamp(0.0, 1.0).float(), real=False)
+
+    def generated(self, pl_module: L.LightningModule, batch: dict[str, Tensor]) -> Tensor:
+        """The images scored against the validation photos: the reconstructions."""
+        return pl_module(batch["image"])[0]
 
     def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if not self._active:
             return
         self._real_done = True
-        pl_module.log("val/rfid", self.fid.compute().float(), prog_bar=True, sync_dist=False)
+        pl_module.log(self.metric, self.fid.compute().float(), prog_bar=True, sync_dist=False)
+
+
+class MaskAwareFIDCallback(ReconstructionFIDCallback):
+    """Logs ``val/fid``: the FID of the mask-aware head's fills of the validation pairs (the
+    photo with its hole decoded from its own tokens through the head, every known pixel the
+    photo's) against the photos; checkpoints of an adversarially trained head monitor it.
+    Without Inception weights they monitor ``val/l1_hole``."""
+
+    metric = "val/fid"
+    fallback_metric = "val/l1_hole"
+    fallback_mode = "min"
+
+    def generated(self, pl_module: L.LightningModule, batch: dict[str, Tensor]) -> Tensor:
+        return pl_module(batch["image"], batch["mask"])[0]

@@ -8,8 +8,14 @@ photo's own (the fill a perfect transformer would choose). The head sees the dec
 the known pixels and the mask, and learns to reproduce the photo inside the hole: the L1
 loss counts the missing pixels only (the known ones are the photo's by construction).
 
+With ``gan_weight > 0`` a patch discriminator also judges the head's output against the
+photo (:mod:`maskgit.modules.adversarial`, as in the decoder's adversarial chunk): an L1 loss
+alone is minimised by the mean of the plausible fills, a blur where the hole is large, and FID
+scores that blur.
+
 The checkpoint holds the whole tokenizer with its head under ``vqgan.`` and its config as
-``hparams.vqgan``, so ``python -m maskgit.export tokenizer`` turns it into a tokenizer file.
+``hparams.vqgan``, so ``python -m maskgit.export tokenizer`` turns it into a tokenizer file
+(the discriminator stays behind).
 """
 
 from __future__ import annotations
@@ -26,7 +32,9 @@ from maskgit.config import plain_config
 from maskgit.image_logging import log_image_grid
 from maskgit.inpainting import hide_missing, masked_input, tokenize_fp32
 from maskgit.masking import pixel_to_token_mask
+from maskgit.models.discriminator import DiscriminatorNorm
 from maskgit.models.vqgan import VQGAN
+from maskgit.modules.adversarial import AdversarialTraining
 from maskgit.modules.lr_schedule import warmup_cosine
 
 
@@ -49,7 +57,7 @@ def hole_l1(output: Tensor, target: Tensor, pixel_mask: Tensor) -> Tensor:
     return ((output - target).abs() * missing).sum() / missing.sum().clamp_min(1.0)
 
 
-class MaskAwareHeadModule(L.LightningModule):
+class MaskAwareHeadModule(AdversarialTraining, L.LightningModule):
     def __init__(
         self,
         tokenizer_ckpt: str,
@@ -59,10 +67,20 @@ class MaskAwareHeadModule(L.LightningModule):
         warmup_steps: int = 100,
         min_lr_ratio: float = 0.1,
         lr_decay_steps: int | None = None,
+        betas: tuple[float, float] = (0.9, 0.999),
+        gan_weight: float = 0.0,
+        adaptive_gan_weight: bool = True,
+        disc_channels: int = 64,
+        disc_layers: int = 2,
+        disc_norm: DiscriminatorNorm = "spectral",
+        lecam_weight: float = 0.0,
+        lecam_decay: float = 0.999,
+        feature_matching_weight: float = 0.0,
         num_log_images: int = 8,
     ) -> None:
         super().__init__()
         head = plain_config(head)
+        betas = plain_config(betas)
         base = load_tokenizer(tokenizer_ckpt)
         config = {**tokenizer_file_config(tokenizer_ckpt), "mask_aware_head": head}
         self.save_hyperparameters()
@@ -75,6 +93,10 @@ class MaskAwareHeadModule(L.LightningModule):
             )
         self.vqgan.requires_grad_(False).eval()
         self.vqgan.mask_aware.requires_grad_(True)
+        self.init_adversarial(
+            gan_weight, disc_channels, disc_layers, disc_norm, lecam_weight, lecam_decay,
+            feature_matching_weight,
+        )  # fmt: skip
         self.val_psnr = PeakSignalNoiseRatio(data_range=1.0)
         self.val_psnr_paste = PeakSignalNoiseRatio(data_range=1.0)
 
@@ -98,14 +120,26 @@ class MaskAwareHeadModule(L.LightningModule):
         decoded = self.decoded(images, pixel_mask)
         return self.vqgan.mask_aware(decoded, images, pixel_mask), decoded
 
-    def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
+    def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor | None:
         images, pixel_mask = batch["image"], batch.get("mask")
         if pixel_mask is None:
             raise ValueError("the mask-aware head trains on inpainting masks: set data.train_masks")
         output, _ = self(images, pixel_mask)
         loss = hole_l1(output.float(), images, pixel_mask)
         self.log("train/l1_hole", loss, prog_bar=True, batch_size=images.shape[0])
-        return loss
+        if not self.use_gan:
+            return loss
+        # The discriminator sees images in [-1, 1]; only the hole differs from the photo.
+        real, fake = images * 2 - 1, output * 2 - 1
+        last_layer = self.vqgan.mask_aware.out.weight
+        g_loss = loss + self.generator_adversarial_loss(loss, fake, real, last_layer)
+        opt_g, opt_d = self.optimizers()
+        opt_g.zero_grad()
+        self.manual_backward(g_loss)
+        opt_g.step()
+        self.lr_schedulers().step()
+        self.discriminator_step(opt_d, real.detach(), fake.detach())
+        return None
 
     def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
         images, pixel_mask = batch["image"], batch["mask"]
@@ -130,15 +164,22 @@ class MaskAwareHeadModule(L.LightningModule):
         self.val_psnr.reset()
         self.val_psnr_paste.reset()
 
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        self.fill_lecam_state(checkpoint["state_dict"])
+
     def configure_optimizers(self):
         optimizer = torch.optim.AdamW(
             self.vqgan.mask_aware.parameters(), lr=self.hparams.lr,
-            weight_decay=self.hparams.weight_decay,
+            betas=tuple(self.hparams.betas), weight_decay=self.hparams.weight_decay,
         )  # fmt: skip
         total = self.hparams.lr_decay_steps or int(self.trainer.estimated_stepping_batches)
         factor = warmup_cosine(self.hparams.warmup_steps, total, self.hparams.min_lr_ratio)
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
-        return {
-            "optimizer": optimizer,
-            "lr_scheduler": {"scheduler": scheduler, "interval": "step"},
+        scheduler = {
+            "scheduler": torch.optim.lr_scheduler.LambdaLR(optimizer, factor),
+            "interval": "step",
         }
+        if not self.use_gan:
+            return {"optimizer": optimizer, "lr_scheduler": scheduler}
+        # Manual optimization: training_step steps the head's schedule; the discriminator's
+        # learning rate stays constant.
+        return [optimizer, self.discriminator_optimizer()], [scheduler]

@@ -23,13 +23,14 @@ from maskgit.checkpoints import (
 from maskgit.config import plain_config
 from maskgit.image_logging import log_image_grid
 from maskgit.metrics.codebook import CodebookUsage
-from maskgit.models.discriminator import DiscriminatorNorm, PatchDiscriminator
+from maskgit.models.discriminator import DiscriminatorNorm
 from maskgit.models.vqgan import VQGAN
+from maskgit.modules.adversarial import AdversarialTraining
 
 log = logging.getLogger(__name__)
 
 
-class VQGANModule(L.LightningModule):
+class VQGANModule(AdversarialTraining, L.LightningModule):
     """Reconstruction (L1 + L2) + codebook/commitment losses, optional hinge patch-GAN.
 
     Logs reconstruction PSNR/SSIM, codebook usage and perplexity, and image grids.
@@ -38,13 +39,8 @@ class VQGANModule(L.LightningModule):
     ``freeze_encoder`` trains the decoder side only (``post_quant_conv`` + decoder): the
     tokens of every image stay the same, so a MaskGIT trained over the tokenizer stays valid
     with the new decoder. ``adaptive_gan_weight`` scales the adversarial gradient at the last
-    decoder layer to ``gan_weight`` times the reconstruction gradient (Esser et al., 2021).
-
-    Keeping the discriminator from winning: ``disc_norm="spectral"`` (no BatchNorm),
-    ``lecam_weight`` (LeCam regularisation, Tseng et al., 2021: the discriminator's outputs
-    are pulled towards the moving averages of its outputs on the other side) and
-    ``feature_matching_weight`` (L1 between the discriminator's features of the photo and
-    of its reconstruction: a perceptual term that needs no downloaded network).
+    decoder layer to ``gan_weight`` times the reconstruction gradient (Esser et al., 2021);
+    the GAN and its regularisers: :mod:`maskgit.modules.adversarial`.
     """
 
     def __init__(
@@ -74,30 +70,13 @@ class VQGANModule(L.LightningModule):
         betas = plain_config(betas)
         self.save_hyperparameters()  # the plain-dict vqgan config too: checkpoints rebuild it
         self.vqgan = VQGAN(**vqgan)
-        self.use_gan = gan_weight > 0
-        for name, value, valid in (
-            ("lecam_weight", lecam_weight, lecam_weight >= 0),
-            ("lecam_decay", lecam_decay, 0 <= lecam_decay < 1),
-            ("feature_matching_weight", feature_matching_weight, feature_matching_weight >= 0),
-        ):
-            if not valid:
-                raise ValueError(f"model.{name}: out of range, got {value}")
-            if name != "lecam_decay" and value > 0 and gan_weight <= 0:
-                raise ValueError(f"model.{name}={value} needs the GAN: set model.gan_weight > 0")
-        self.discriminator = (
-            PatchDiscriminator(channels=disc_channels, n_layers=disc_layers, norm=disc_norm)
-            if self.use_gan
-            else None
-        )
-        # LeCam's moving averages of the discriminator's mean output on photos / recons, and
-        # the number of updates (their bias correction: they start from zero).
-        self.register_buffer("lecam_ema", torch.zeros(2))
-        self.register_buffer("lecam_updates", torch.zeros((), dtype=torch.long))
+        self.init_adversarial(
+            gan_weight, disc_channels, disc_layers, disc_norm, lecam_weight, lecam_decay,
+            feature_matching_weight,
+        )  # fmt: skip
         if freeze_encoder:
             for part in self.encoding_side():
                 part.requires_grad_(False)
-        # Two optimizers (generator, discriminator) need manual optimization.
-        self.automatic_optimization = not self.use_gan
         num_codes = self.vqgan.num_codebook_vectors
         self.register_buffer(
             "code_hits", torch.zeros(num_codes, dtype=torch.long), persistent=False
@@ -154,9 +133,7 @@ class VQGANModule(L.LightningModule):
         log.info("tokenizer initialised from %s", path)
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        # Runs from before LeCam have no moving averages: start them from zero.
-        for name in ("lecam_ema", "lecam_updates"):
-            checkpoint["state_dict"].setdefault(name, torch.zeros_like(getattr(self, name)))
+        self.fill_lecam_state(checkpoint["state_dict"])
         require_fit(self, checkpoint["state_dict"], checkpoint_source(self))
 
     def _reconstruction_loss(self, recon: Tensor, target: Tensor) -> Tensor:
@@ -185,64 +162,19 @@ class VQGANModule(L.LightningModule):
         self.log("train/loss", loss, on_step=True, on_epoch=False)
         return loss
 
-    def _adversarial_weight(self, rec_loss: Tensor, g_adv: Tensor) -> Tensor:
-        if not self.hparams.adaptive_gan_weight:
-            return torch.tensor(self.hparams.gan_weight, device=g_adv.device)
-        last_layer = self.vqgan.decoder.model[-1].weight
-        rec_grad = torch.autograd.grad(rec_loss, last_layer, retain_graph=True)[0]
-        adv_grad = torch.autograd.grad(g_adv, last_layer, retain_graph=True)[0]
-        ratio = rec_grad.norm() / (adv_grad.norm() + 1e-4)
-        return self.hparams.gan_weight * ratio.clamp(0.0, 1e4).detach()
-
     def _gan_step(self, vq_loss: Tensor, rec_loss: Tensor, recon: Tensor, target: Tensor) -> None:
         opt_g, opt_d = self.optimizers()
         active = self.global_step >= self.hparams.gan_start_step
         g_loss = vq_loss
         if active:
-            fm_weight = self.hparams.feature_matching_weight
-            logits_fake, features_fake = self.discriminator.features(recon)
-            g_adv = -logits_fake.mean()
-            weight = self._adversarial_weight(rec_loss, g_adv)
-            g_loss = g_loss + weight * g_adv
-            logged = {"train/g_adv": g_adv, "train/gan_weight": weight}
-            if fm_weight > 0:
-                with torch.no_grad():
-                    _, features_real = self.discriminator.features(target)
-                matching = sum(
-                    F.l1_loss(fake, real) for fake, real in zip(features_fake, features_real)
-                ) / len(features_real)
-                g_loss = g_loss + fm_weight * matching
-                logged["train/feature_matching"] = matching
-            self.log_dict(logged, on_step=True)
+            last_layer = self.vqgan.decoder.model[-1].weight
+            g_loss = g_loss + self.generator_adversarial_loss(rec_loss, recon, target, last_layer)
         opt_g.zero_grad()
         self.manual_backward(g_loss)
         self.clip_gradients(opt_g, gradient_clip_val=1.0, gradient_clip_algorithm="norm")
         opt_g.step()
         if active:
-            self._discriminator_step(opt_d, target.detach(), recon.detach())
-
-    def _discriminator_step(self, opt_d, real: Tensor, fake: Tensor) -> None:
-        d_real, d_fake = self.discriminator(real), self.discriminator(fake)
-        d_loss = 0.5 * (F.relu(1 - d_real).mean() + F.relu(1 + d_fake).mean())
-        logged = {"train/d_loss": d_loss, "train/d_real": d_real.mean().detach(),
-                  "train/d_fake": d_fake.mean().detach()}  # fmt: skip
-        if self.hparams.lecam_weight > 0:
-            decay = self.hparams.lecam_decay
-            means = torch.stack([d_real.mean(), d_fake.mean()]).detach().float()
-            means = self.trainer.strategy.reduce(means, reduce_op="mean")
-            self.lecam_ema.mul_(decay).add_((1 - decay) * means)
-            self.lecam_updates += 1
-            ema_real, ema_fake = self.lecam_ema / (1 - decay ** self.lecam_updates.item())
-            lecam = (
-                F.relu(d_real - ema_fake).square().mean()
-                + F.relu(ema_real - d_fake).square().mean()
-            )
-            d_loss = d_loss + self.hparams.lecam_weight * lecam
-            logged["train/lecam"] = lecam
-        opt_d.zero_grad()
-        self.manual_backward(d_loss)
-        opt_d.step()
-        self.log_dict(logged, on_step=True)
+            self.discriminator_step(opt_d, target.detach(), recon.detach())
 
     @torch.no_grad()
     def _track_codes(self, indices: Tensor, latents: Tensor) -> None:
@@ -296,7 +228,4 @@ class VQGANModule(L.LightningModule):
         )  # fmt: skip
         if not self.use_gan:
             return opt_g
-        opt_d = torch.optim.AdamW(
-            self.discriminator.parameters(), lr=self.hparams.lr, betas=tuple(self.hparams.betas)
-        )
-        return [opt_g, opt_d]
+        return [opt_g, self.discriminator_optimizer()]
