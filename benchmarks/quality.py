@@ -271,7 +271,7 @@ def main() -> None:
         cfg = compose_eval(common + overrides)
         method = hydra.utils.instantiate(cfg.method)
         if isinstance(method, MaskGitInpainter):  # rows differing in the paste decode once
-            key = settings_digest(trajectory_settings(run_settings(cfg, method)))
+            key = settings_digest(trajectory_settings(run_settings(cfg, method), method))
             cache = TrajectoryCache(Path(cfg.paths.cache_dir) / "trajectories", key)
             if args.suite != "samplers":  # the samplers suite measures decoding speed too
                 method.use_trajectories(cache, decode_full=True)

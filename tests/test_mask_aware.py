@@ -3,6 +3,7 @@ on the sample (tiny configs), exported and used by decoding."""
 
 from __future__ import annotations
 
+import copy
 import math
 
 import torch
@@ -12,6 +13,7 @@ from test_train_entry import data_root, run_train  # noqa: F401
 from maskgit.baselines import VQGANReconstruction
 from maskgit.checkpoints import load_tokenizer
 from maskgit.decoding import IterativeDecoder
+from maskgit.evaluation import trajectory_settings
 from maskgit.export import main as export
 from maskgit.fingerprint import tokenizer_fingerprint
 from maskgit.inpainting import inpaint
@@ -19,6 +21,7 @@ from maskgit.masking import pixel_to_token_mask
 from maskgit.models.mask_aware import MaskAwareHead
 from maskgit.models.transformer import BidirectionalTransformer
 from maskgit.models.vqgan import VQGAN
+from maskgit.provenance import settings_digest, weights_digest
 from maskgit.schedules import cosine
 
 HEAD = {"channels": 8, "dilations": [1, 2]}
@@ -60,6 +63,28 @@ def test_a_head_leaves_the_tokens_and_the_fingerprint_as_they_were():
     images, _ = photo_and_mask()
     assert torch.equal(plain.tokenize(images), with_head.tokenize(images))
     assert tokenizer_fingerprint(plain) == tokenizer_fingerprint(with_head)
+
+
+def test_a_new_head_reuses_the_decoding_trajectories():
+    # The head composites pixels after the tokens are chosen: the trajectory cache key
+    # ignores its weights (a new head reads the trajectories kept for the old one), not the
+    # weights that decide tokens.
+    torch.manual_seed(0)
+    tokenizer = VQGAN(**tiny_tokenizer_config(), mask_aware_head=HEAD)
+    other_head = copy.deepcopy(tokenizer)
+    with torch.no_grad():
+        other_head.mask_aware.out.weight.normal_()
+    other_decoder = copy.deepcopy(tokenizer)
+    with torch.no_grad():
+        next(other_decoder.decoder.parameters()).add_(1.0)
+    settings = {"method": "maskgit", "method_config": {}, "weights": "", "seed": 0}
+
+    def key(module: torch.nn.Module) -> str:
+        return settings_digest(trajectory_settings(settings, module))
+
+    assert weights_digest(tokenizer) != weights_digest(other_head)  # run.json tells them apart
+    assert key(tokenizer) == key(other_head)
+    assert key(tokenizer) != key(other_decoder)
 
 
 def test_train_export_and_decode_with_the_head(tiny_tokenizer_path, data_root, tmp_path):  # noqa: F811

@@ -373,11 +373,13 @@ def run_settings(cfg: DictConfig, method: Inpainter) -> dict[str, Any]:
     }
 
 
-def trajectory_settings(settings: dict[str, Any]) -> dict[str, Any]:
+def trajectory_settings(settings: dict[str, Any], method: Inpainter) -> dict[str, Any]:
     """What decides a decoding trajectory: the run's settings without ``sweet_spot`` (where
     it stops), the compositing and compilation (what is done with it), and the seed (each
-    trajectory file names its own)."""
+    trajectory file names its own); the weights without the tokenizer's mask-aware head,
+    which composites pixels after the tokens are chosen (a new head reuses the trajectories)."""
     settings = json.loads(json.dumps(settings))
+    settings["weights"] = weights_digest(method, skip="mask_aware")
     settings.pop("seed", None)
     decoder = settings.get("method_config", {}).get("decoder", {})
     for option in ("sweet_spot", "paste", "paste_feather", "mask_aware_head", "compile"):
@@ -467,7 +469,7 @@ def evaluate(cfg: DictConfig) -> float | None:
     method: Inpainter = hydra.utils.instantiate(cfg.method)
     run_digest = claim_run(cfg, method, output_dir, trainer)
     if cfg.get("sweep_cache") and isinstance(method, MaskGitInpainter):
-        key = settings_digest(trajectory_settings(run_settings(cfg, method)))
+        key = settings_digest(trajectory_settings(run_settings(cfg, method), method))
         cache = TrajectoryCache(Path(cfg.paths.cache_dir) / "trajectories", key)
         method.use_trajectories(cache, decode_full=is_multirun())
     fid = None

@@ -28,10 +28,13 @@ class OutputFolderError(RuntimeError):
     """An output folder that holds another run's results."""
 
 
-def weights_digest(module: nn.Module) -> str:
-    """sha256 of every parameter and buffer (names, dtypes, shapes and values)."""
+def weights_digest(module: nn.Module, skip: str | None = None) -> str:
+    """sha256 of every parameter and buffer (names, dtypes, shapes and values); with ``skip``,
+    of those whose dotted name has no part called ``skip``."""
     digest = hashlib.sha256()
     for name, tensor in module.state_dict().items():
+        if skip is not None and skip in name.split("."):
+            continue
         data = tensor.detach().cpu().contiguous()
         digest.update(f"{name}:{data.dtype}:{tuple(data.shape)}".encode())
         digest.update(data.view(torch.uint8).numpy().tobytes() if data.numel() else b"")
