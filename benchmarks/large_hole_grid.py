@@ -1,9 +1,11 @@
 """A picture of the large-hole failure and its progress: the val pairs with the largest holes,
 one row each: photo | masked | the fill of each checkpoint given (seed 0) with a hard paste of
-the decoder's output and, where its tokenizer has one, with the mask-aware head.
+the decoder's output and, where its tokenizer has one, with the mask-aware head. A checkpoint
+given as ``CKPT:TOKENIZER`` decodes through that tokenizer file (e.g. another head).
 
     python benchmarks/large_hole_grid.py checkpoints/maskgit_cats_local.safetensors \
-        other.safetensors --out benchmarks/results/large_holes.png
+        other.safetensors:other_tokenizer.safetensors --labels shipped new \
+        --out benchmarks/results/large_holes.png
 """
 
 from __future__ import annotations
@@ -34,7 +36,8 @@ def largest_holes(data_root: Path, count: int) -> list[tuple[Path, Path]]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("ckpts", nargs="+", type=Path, help="MaskGIT checkpoints, one column each")
+    parser.add_argument("ckpts", nargs="+", help="MaskGIT checkpoints (CKPT or CKPT:TOKENIZER)")
+    parser.add_argument("--labels", nargs="+", help="column labels, one per checkpoint")
     parser.add_argument("--data-root", type=Path, default=ROOT.parent / "shared/data/cat_faces")
     parser.add_argument("--count", type=int, default=16)
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks/results/large_holes.png")
@@ -44,15 +47,19 @@ def main() -> None:
     masks = torch.stack([load_mask(m, SIZE) for _, m in pairs])
     columns, labels = [images, masked_input(images, masks)], ["photo", "masked"]
     keys = torch.arange(len(pairs))
-    for ckpt in args.ckpts:
-        model = load_maskgit(ckpt)
+    if args.labels and len(args.labels) != len(args.ckpts):
+        parser.error(f"--labels: {len(args.labels)} given for {len(args.ckpts)} checkpoints")
+    for index, spec in enumerate(args.ckpts):
+        ckpt, _, tokenizer = spec.partition(":")
+        model = load_maskgit(ckpt, tokenizer or None)
+        name = args.labels[index] if args.labels else Path(ckpt).stem
         heads = [False, True] if model.tokenizer.mask_aware is not None else [False]
         for head in heads:
             decoder = decoder_for(model, paste=True, paste_feather=0, mask_aware_head=head)
             with torch.inference_mode():
                 fills = model.inpaint(images, masks, keys, decoder, seed=0).images.float()
             columns.append(fills)
-            labels.append(f"{ckpt.stem[:6]}+head" if head else ckpt.stem)
+            labels.append(f"{name[:6]}+head" if head else name)
     tiles = torch.stack(columns, 1).flatten(0, 1).clamp(0, 1)
     grid = make_grid(tiles, nrow=len(columns), padding=2, pad_value=1.0)
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -245,9 +245,15 @@ def main() -> None:
     previous = RESULTS / f"{args.name}.json"
     if args.keep_others and previous.is_file():  # rows measured earlier, not re-run now
         old = json.loads(previous.read_text())
-        # Kept rows must score the same images, model and seeds as the rows measured now.
-        same = ("data_root", "ckpt", "tokenizer", "limit", "seeds", "set", "bootstrap")
+        # Kept rows must score the same images, model and seeds as the rows measured now; the
+        # tokenizer by its weights where recorded (the same file under another name is kept).
+        same = ("data_root", "ckpt", "limit", "seeds", "set", "bootstrap")
         differ = [k for k in same if old["arguments"].get(k) != vars(args).get(k)]
+        tokenizer_key = (
+            "tokenizer_digest" if "tokenizer_digest" in old["arguments"] else "tokenizer"
+        )
+        if old["arguments"].get(tokenizer_key) != vars(args).get(tokenizer_key):
+            differ.append(tokenizer_key)
         if differ:
             then = ", ".join(f"{k}={old['arguments'].get(k)!r}" for k in differ)
             parser.error(
