@@ -84,9 +84,13 @@ def test_shipped_size_composes_to_the_checkpoint_architecture():
     model = OmegaConf.to_container(cfg.model, resolve=True)
     assert model["_target_"] == "maskgit.modules.maskgit.MaskGitModule"
     recorded = dict(checkpoint["hyper_parameters"]["transformer"])
-    # The token count is not a second setting: it follows from the image size (64 / 4)^2.
+    # The token count is not a second setting: it follows from the image size (64 / 4)^2
+    # (older files record the count, newer ones the image size).
     assert model["transformer"].pop("num_image_tokens") is None
-    assert (model["image_size"] // 4) ** 2 == recorded.pop("num_image_tokens") == 256
+    tokens = (
+        recorded.pop("num_image_tokens") or (checkpoint["hyper_parameters"]["image_size"] // 4) ** 2
+    )
+    assert (model["image_size"] // 4) ** 2 == tokens == 256
     assert list(model["transformer"].items()) == list(recorded.items())
 
 
