@@ -24,7 +24,7 @@ from maskgit.inpainting import (
     DecodedTokens,
     InpaintResult,
     decode_tokens,
-    hide_missing,
+    ideal_fill_tokens,
     masked_input,
     paste,
     render,
@@ -147,14 +147,12 @@ class VQGANReconstruction(Inpainter):
 
     @torch.inference_mode()
     def forward(self, images, pixel_mask, keys, seed, return_steps):
-        tokens = tokenize_fp32(self.tokenizer, images)
         if self.head is None:
+            tokens = tokenize_fp32(self.tokenizer, images)
             decoded = self.tokenizer.detokenize(tokens)
             output = self.composite(images, decoded, pixel_mask) if self.paste else decoded
         else:
-            hidden = tokenize_fp32(self.tokenizer, hide_missing(images, pixel_mask))
-            missing = pixel_to_token_mask(pixel_mask, tokens.shape[-1])
-            tokens = torch.where(missing, tokens, hidden)
+            tokens = ideal_fill_tokens(self.tokenizer, images, pixel_mask)
             decoded = self.head(self.tokenizer.detokenize(tokens), images, pixel_mask)
             output = self.composite(images, decoded, pixel_mask)
         return InpaintResult(

@@ -89,6 +89,14 @@ def tokenize_fp32(tokenizer: VQGAN, images: Tensor) -> Tensor:
         return tokenizer.tokenize(images.float())
 
 
+def ideal_fill_tokens(tokenizer: VQGAN, images: Tensor, pixel_mask: Tensor) -> Tensor:
+    """The token grid [B,h,w] a perfect transformer would leave: the known tokens as inference
+    makes them (from the photo with its hole hidden), the hole's tokens the photo's own."""
+    full = tokenize_fp32(tokenizer, images)
+    hidden = tokenize_fp32(tokenizer, hide_missing(images, pixel_mask))
+    return torch.where(pixel_to_token_mask(pixel_mask, full.shape[-1]), full, hidden)
+
+
 @dataclass
 class DecodedTokens:
     """What decoding decided, before any pixel: the token grid [B,h,w] with every missing

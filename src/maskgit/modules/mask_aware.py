@@ -30,8 +30,7 @@ from torchmetrics.image import PeakSignalNoiseRatio
 from maskgit.checkpoints import CheckpointError, load_tokenizer, read_checkpoint
 from maskgit.config import plain_config
 from maskgit.image_logging import log_image_grid
-from maskgit.inpainting import hide_missing, masked_input, tokenize_fp32
-from maskgit.masking import pixel_to_token_mask
+from maskgit.inpainting import ideal_fill_tokens, masked_input
 from maskgit.models.discriminator import DiscriminatorNorm
 from maskgit.models.vqgan import VQGAN
 from maskgit.modules.adversarial import AdversarialTraining
@@ -110,11 +109,7 @@ class MaskAwareHeadModule(AdversarialTraining, L.LightningModule):
     def decoded(self, images: Tensor, pixel_mask: Tensor) -> Tensor:
         """The image decoded from inference-like tokens: known tokens from the photo with its
         hole hidden, the hole's tokens the photo's own."""
-        full = tokenize_fp32(self.vqgan, images)
-        hidden = tokenize_fp32(self.vqgan, hide_missing(images, pixel_mask))
-        token_mask = pixel_to_token_mask(pixel_mask, full.shape[-1])
-        tokens = torch.where(token_mask, full, hidden)
-        return self.vqgan.detokenize(tokens).float()
+        return self.vqgan.detokenize(ideal_fill_tokens(self.vqgan, images, pixel_mask)).float()
 
     def forward(self, images: Tensor, pixel_mask: Tensor) -> tuple[Tensor, Tensor]:
         decoded = self.decoded(images, pixel_mask)
