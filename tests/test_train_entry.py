@@ -414,6 +414,27 @@ def periodic_checkpoint(log_dir: Path) -> dict:
     return torch.load(path, map_location="cpu", weights_only=True)
 
 
+def test_a_run_ending_between_validations_leaves_its_final_step_in_last_ckpt(
+    tiny_tokenizer_path, data_root, tmp_path
+):
+    # 8 images, batches of 4: 2 steps per epoch, validation every second epoch (as the
+    # fine-tuning experiments run). Validation after epoch 1 saves step 4; max_steps=5 ends
+    # the run in epoch 2, which validates nothing, and no periodic save falls on step 5.
+    overrides = [
+        *stage2(tiny_tokenizer_path, data_root, tmp_path, steps=5),
+        "trainer.check_val_every_n_epoch=2",
+        "logger=csv",
+    ]
+    run_train(overrides, tmp_path / "out")
+    folder = tmp_path / "logs" / "checkpoints" / "test"
+    assert sorted(p.name for p in folder.glob("epoch*.ckpt")) == ["epoch001-step000004.ckpt"]
+    last, periodic = last_checkpoint(tmp_path / "logs"), periodic_checkpoint(tmp_path / "logs")
+    # What `python -m maskgit.export ... last.ckpt` ships is the step the run ended at.
+    assert last["global_step"] == periodic["global_step"] == 5
+    for key, value in periodic["state_dict"].items():
+        assert torch.equal(last["state_dict"][key], value), key
+
+
 @pytest.mark.parametrize(
     ("token_cache", "num_workers", "signal_name"),
     [
