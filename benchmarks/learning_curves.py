@@ -7,7 +7,8 @@ metrics.csv Lightning's CSVLogger wrote, its wall minutes and steps) and writes
 benchmarks/results/learning_curves.png: stage 1 val PSNR and reconstruction FID (logged from
 the adversarial chunks on) and stage 2 val FID against the CPU hours spent by that stage
 (steps spread evenly over each chunk's wall time). A chunk with a ``series`` (a capacity
-candidate) starts its own hours at 0 and is drawn dashed.
+candidate) starts its own hours at 0 and is drawn dashed; an ``arm_of`` chunk (an A/B arm)
+starts where the chunk it names started, beside it, and adds no hours.
 """
 
 from __future__ import annotations
@@ -48,13 +49,17 @@ def main() -> None:
         # Hours add up along each series (the shipped model's chunks; a candidate's own,
         # from 0): candidates compare with the shipped model at equal CPU hours.
         hours: dict[str, float] = {}
+        started: dict[str, float] = {}  # each chunk's first hour, by label
         for chunk in (c for c in chunks if c["stage"] == stage):
             series = chunk.get("series", stage)
-            xy = points(chunk, key, hours.get(series, 0.0))
+            start = started[chunk["arm_of"]] if "arm_of" in chunk else hours.get(series, 0.0)
+            started[chunk["label"]] = start
+            xy = points(chunk, key, start)
             if xy:
                 axis.plot(*zip(*xy), marker="o", label=chunk["label"],
                           linestyle="--" if series != stage else "-")  # fmt: skip
-            hours[series] = hours.get(series, 0.0) + chunk["wall_minutes"] / 60
+            if "arm_of" not in chunk:
+                hours[series] = start + chunk["wall_minutes"] / 60
         axis.set_xlabel("CPU hours (2 cores)")
         axis.set_ylabel(ylabel)
         axis.set_title(title)
