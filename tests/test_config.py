@@ -8,6 +8,7 @@ import csv
 import json
 import math
 import os
+import re
 import subprocess
 import sys
 import warnings
@@ -186,6 +187,20 @@ def test_noise_scale_of_each_rule(rule, expected):
     # The literals are the formulas' values.
     formula = 4.5 * (1 - math.cos(math.pi / 8)) if rule == "lab" else 4.5 * (1 - 2 / 8)
     assert expected[2] == pytest.approx(formula, abs=1e-15)
+
+
+def test_named_training_runs_started_in_the_same_second_get_their_own_run_folders():
+    # Two arms of an A/B launched together: one Hydra folder would hold one arm's config/log.
+    time = r"\d{4}-\d\d-\d\d_\d\d-\d\d-\d\d"
+    unnamed = compose_config("train")
+    assert unnamed.hydra.run.dir == f"{unnamed.paths.log_dir}/train/runs/{unnamed.run_name}"
+    assert re.fullmatch(time, unnamed.run_name)
+    for arm in ("arm_a", "arm_b"):
+        named = compose_config("train", [f"run_name={arm}"])
+        folder = named.hydra.run.dir.removeprefix(f"{named.paths.log_dir}/train/runs/")
+        assert re.fullmatch(f"{time}_{arm}", folder), folder
+    evaluate = compose_config("evaluate").hydra.run.dir
+    assert re.fullmatch(time, evaluate.rsplit("/", 1)[1]), evaluate
 
 
 # --- the sweep summary: evaluate.py multiruns only, integer ticks ---------------------------

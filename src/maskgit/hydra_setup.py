@@ -12,6 +12,9 @@
   set at the top level; the ``decoding`` group
   takes them by interpolation. ``decoding.<option>=...`` is the old second name: it warns
   once and moves the value to the top level, so the run's config never says two things.
+- the resolver ``run_folder`` (registered on import): a named training run's Hydra folder is
+  ``runs/<time>_<run_name>``, so two runs started in the same second (the arms of an A/B
+  launched together) keep their own ``.hydra/`` config and log.
 """
 
 from __future__ import annotations
@@ -28,6 +31,15 @@ GAMMA_MOUNTS = ("mask", "schedule")
 DECODING_OPTIONS = ("total_iter", "sweet_spot", "choice_temperature", "schedule", "paste_feather")
 
 _warned: set[str] = set()
+
+
+def run_folder(time: str, run_name: str | None) -> str:
+    """``<time>`` for a run without a name of its own (no ``run_name``, or the default one: that
+    time), else ``<time>_<run_name>``."""
+    return time if run_name in (None, time) else f"{time}_{run_name}"
+
+
+OmegaConf.register_new_resolver("run_folder", run_folder, replace=True)
 
 
 def register_gamma_groups(conf_dir: str | Path | None = None) -> list[str]:
