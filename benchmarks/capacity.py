@@ -7,9 +7,10 @@ compute, and the compute each size's curve projects to the quality targets.
 Reads benchmarks/results/curves/capacity.json: per size (a conf/transformer/ name), its
 evaluated checkpoints, each with the steps it trained (batch 32), its wall hours, and the
 benchmarks/quality.py row that scored it (results file, run label, run folder; every row a
-hard paste over the same 1,000 val pairs and seeds, so any two pair image by image). Training
-compute is C = (6 N + 6 L s d) tokens: N transformer parameters, L layers, s tokens per image,
-d width (the forward + backward cost of Kaplan et al. 2020, attention included). Writes
+hard paste over the same 1,000 val pairs and seeds, so any two pair image by image; a pair
+whose run folders are gone, logs/ being outside git, keeps the verdict capacity.json recorded).
+Training compute is C = (6 N + 6 L s d) tokens: N transformer parameters, L layers, s tokens
+per image, d width (the forward + backward cost of Kaplan et al. 2020, attention included). Writes
 benchmarks/results/capacity.{md,json,png}.
 
 A bracket verdict: size A's checkpoint with *less* compute than size B's, better than B by the
@@ -94,11 +95,10 @@ def load_points(spec: dict) -> dict[str, list[dict]]:
         for entry in entries:
             row = row_of(entry["results"], entry["run"])
             run_dir = ROOT / entry["folder"]
+            # Evaluation folders live in logs/, outside git: one that is gone (another
+            # machine) keeps its point, and its pairs their recorded verdicts.
             if not (run_dir / PER_IMAGE_FILE).is_file():
-                raise SystemExit(
-                    f"{run_dir}: no {PER_IMAGE_FILE} (the paired verdicts need the run's "
-                    f"per-image scores); re-run the command in {RESULTS / entry['results']}"
-                )  # fmt: skip
+                run_dir = None
             sizes[size].append({
                 **entry, "size": size, "params": params,
                 "pflop": per_token * entry["steps"] * BATCH * TOKENS / 1e15,
@@ -110,7 +110,11 @@ def load_points(spec: dict) -> dict[str, list[dict]]:
     return sizes
 
 
-def bracket_verdicts(sizes: dict[str, list[dict]]) -> list[dict]:
+def bracket_verdicts(sizes: dict[str, list[dict]], recorded: list[dict]) -> list[dict]:
+    """Paired FID verdicts at each size's nearest checkpoints in compute. A pair whose
+    per-image scores are not all here reuses its verdict in ``recorded`` (the last
+    capacity.json), or says it was not compared."""
+    recorded_pairs = {(v["a"], v["b"]): v for v in recorded}
     runs: dict[Path, PerImage] = {}  # each run's per-image file, read once
     fids: dict[Path, object] = {}
 
@@ -139,6 +143,15 @@ def bracket_verdicts(sizes: dict[str, list[dict]]) -> list[dict]:
                     if a is None or frozenset((a["label"], b["label"])) in compared:
                         continue
                     compared.add(frozenset((a["label"], b["label"])))
+                    if a["run_dir"] is None or b["run_dir"] is None:
+                        verdicts.append(recorded_pairs.get((a["label"], b["label"])) or {
+                            "a": a["label"], "b": b["label"], "a_compute": side,
+                            "fid_difference": None, "ci95": None,
+                            "verdict": "not compared: re-run the command in "
+                            + " and ".join(p["results"] for p in (a, b) if p["run_dir"] is None)
+                            + " for the per-image scores",
+                        })  # fmt: skip
+                        continue
                     check_pairable(run_of(a), run_of(b))
                     result = compare_scores("fid", fid_of(a), fid_of(b))
                     low, high = result.ci95
@@ -186,6 +199,9 @@ def write(sizes: dict[str, list[dict]], verdicts: list[dict], reference: float) 
               "| a | b | a's compute | FID a - b | 95 % interval | verdict |",
               "|---|---|---|---|---|---|"]  # fmt: skip
     for v in verdicts:
+        if v["ci95"] is None:
+            lines.append(f"| {v['a']} | {v['b']} | {v['a_compute']} | - | - | {v['verdict']} |")
+            continue
         lines.append(
             f"| {v['a']} | {v['b']} | {v['a_compute']} | {v['fid_difference']:+.2f} | "
             f"[{v['ci95'][0]:+.2f}, {v['ci95'][1]:+.2f}] | {v['verdict']} |"
@@ -252,7 +268,9 @@ def main() -> None:
     spec = json.loads(SPEC.read_text())
     reference = row_of(spec["reference"]["results"], spec["reference"]["run"])["fid"]
     sizes = load_points(spec)
-    verdicts = bracket_verdicts(sizes)
+    previous = RESULTS / "capacity.json"
+    recorded = json.loads(previous.read_text())["verdicts"] if previous.is_file() else []
+    verdicts = bracket_verdicts(sizes, recorded)
     write(sizes, verdicts, reference)
     print((RESULTS / "capacity.md").read_text())
 
