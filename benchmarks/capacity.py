@@ -114,7 +114,7 @@ def bracket_verdicts(sizes: dict[str, list[dict]], recorded: list[dict]) -> list
     """Paired FID verdicts at each size's nearest checkpoints in compute. A pair whose
     per-image scores are not all here reuses its verdict in ``recorded`` (the last
     capacity.json), or says it was not compared."""
-    recorded_pairs = {(v["a"], v["b"]): v for v in recorded}
+    recorded_pairs = {(v["a"], v["b"]): v for v in recorded if v["ci95"] is not None}
     runs: dict[Path, PerImage] = {}  # each run's per-image file, read once
     fids: dict[Path, object] = {}
 
@@ -148,7 +148,10 @@ def bracket_verdicts(sizes: dict[str, list[dict]], recorded: list[dict]) -> list
                             "a": a["label"], "b": b["label"], "a_compute": side,
                             "fid_difference": None, "ci95": None,
                             "verdict": "not compared: re-run the command in "
-                            + " and ".join(p["results"] for p in (a, b) if p["run_dir"] is None)
+                            + " and ".join(
+                                str(Path(p["results"]).with_suffix(".md"))
+                                for p in (a, b) if p["run_dir"] is None
+                            )
                             + " for the per-image scores",
                         })  # fmt: skip
                         continue
