@@ -23,7 +23,14 @@ FID_WEIGHTS = SHARED / "models" / "inception" / "weights-inception-2015-12-05-67
 
 os.environ.setdefault("PROJECT_ROOT", str(ROOT))
 register_gamma_groups(CONF)  # the mask/ and schedule/ groups, as train.py and evaluate.py do
-torch.set_num_threads(min(2, torch.get_num_threads()))
+# `make test` runs one pytest-xdist worker per core: each worker, and the train/evaluate
+# processes it starts, gets its share of the cores instead of all of them (no oversubscription).
+WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+CORES = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+THREADS = max(1, min(2, CORES // WORKERS))
+if WORKERS > 1:
+    os.environ.setdefault("OMP_NUM_THREADS", str(THREADS))
+torch.set_num_threads(min(THREADS, torch.get_num_threads()))
 
 
 def tiny_tokenizer_config() -> dict:

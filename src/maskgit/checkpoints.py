@@ -82,7 +82,9 @@ def _read_pickle(path: Path) -> Any:
             "containers only (a file that needs more could run code when loaded). Re-save it "
             "as a state_dict, or export it with python -m maskgit.export"
         ) from None
-    except (RuntimeError, EOFError, ValueError, OSError) as error:
+    except Exception as error:
+        # The weights-only unpickler fails on arbitrary bytes in many ways (EOFError,
+        # IndexError, KeyError, ...): each means the same, not a checkpoint.
         raise CheckpointError(
             f"{path}: cannot be read as a PyTorch checkpoint (truncated or not a checkpoint): "
             f"{error}"
